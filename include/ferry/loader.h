@@ -1,0 +1,133 @@
+#pragma once
+/// \file loader.h
+/// \brief The loader engine: source → order → read → transform → collate → consumer.
+///
+/// Worker threads each fill whole batches, straight into pooled buffers (no per-sample queue,
+/// no extra copy); a bounded window (`prefetch`) limits how far they run ahead of the consumer,
+/// and the pool's size is bounded by `memory_budget`. Batches come out in epoch order for any
+/// thread count (unless `ordered` is false), each sample exactly once per epoch per rank.
+///
+/// Threads: next(), set_epoch(), state() and metrics() may be called from one consumer thread
+/// (metrics() and report() from any). Destruction stops and joins every worker promptly, also
+/// while the consumer holds batches or workers wait on the pool.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ferry/batch.h"
+#include "ferry/metrics.h"
+#include "ferry/order.h"
+#include "ferry/reader.h"
+
+namespace ferry {
+
+/// Writable views of one sample's fields inside its batch slot, handed to a transform.
+struct SampleSlot {
+  uint64_t sample_id;
+  struct Field {
+    const FieldSpec* spec;
+    uint8_t* data;
+    uint64_t size;
+  };
+  std::span<Field> fields;  ///< in the loader's field order
+};
+
+/// Runs on worker threads, once per sample, after the sample's bytes were copied into its slot:
+/// transforms them in place. Throwing marks the sample failed (see OnError).
+using Transform = std::function<void(SampleSlot&)>;
+
+enum class OnError {
+  raise,  ///< next() throws SampleError for the batch holding the failed sample (after every earlier batch)
+  skip,   ///< the sample is dropped and counted; its batch comes out one sample short
+};
+
+/// Where the loader is: enough to resume and yield exactly the batches an uninterrupted run would.
+struct LoaderState {
+  uint64_t epoch = 0;
+  uint64_t next_batch = 0;  ///< batches of `epoch` already delivered
+  // Fingerprint: a resume with different settings or data would not yield the same batches.
+  uint64_t seed = 0;
+  OrderKind order = OrderKind::quasi_random;
+  uint32_t window_pages = 4;
+  uint64_t batch_size = 0;
+  uint32_t rank = 0, world_size = 1;
+  bool drop_last = false;
+  uint64_t num_samples = 0;
+  uint64_t file_xxh64 = 0;  ///< the file's header checksum
+
+  std::string to_json() const;
+  /// Parses to_json()'s output; throws InvalidArgument.
+  static LoaderState from_json(const std::string& json);
+  bool operator==(const LoaderState&) const = default;
+};
+
+struct LoaderOptions {
+  uint64_t batch_size = 256;
+  OrderKind order = OrderKind::quasi_random;
+  uint64_t seed = 0;
+  uint32_t window_pages = 4;   ///< quasi_random's shuffle window
+  uint32_t rank = 0, world_size = 1;
+  ShardRemainder remainder = ShardRemainder::pad;
+  bool drop_last = false;
+  uint32_t num_threads = 0;     ///< 0: one per core
+  uint32_t prefetch = 0;        ///< batches ahead; 0: derived (from memory_budget if given, else 2 × threads, ≥ 4)
+  uint64_t memory_budget = 0;   ///< bytes of batch memory the pool may ever hold; 0: no budget
+  OnError on_error = OnError::raise;
+  bool ordered = true;          ///< false: deliver batches as they complete (still exactly once)
+  std::vector<std::string> fields;  ///< fields to load (empty: all), in this order
+  Transform transform;
+  Backend backend = Backend::auto_select;
+  std::optional<LoaderState> resume;
+  std::shared_ptr<HostAllocator> allocator;  ///< null: default_host_allocator()
+  std::string device = "cpu";   ///< "cpu", "cuda", "cuda:N" (needs the CUDA build)
+};
+
+class Loader {
+ public:
+  /// Opens `path` and starts the workers. Throws InvalidArgument for bad options (the message
+  /// says what to change), IoError/FormatError for a bad file.
+  Loader(const std::string& path, LoaderOptions options);
+  Loader(std::shared_ptr<Reader> reader, LoaderOptions options);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  /// The next batch of the current epoch, or an empty Batch at the end of the epoch (the
+  /// following call starts the next epoch). Throws SampleError (on_error=raise), CapacityError
+  /// (the consumer holds every buffer the budget allows), or TimeoutError (the timed overload;
+  /// the loader stays usable).
+  Batch next();
+  Batch next(std::chrono::milliseconds timeout);
+
+  /// Restarts at the first batch of epoch `epoch` (discarding work in flight).
+  void set_epoch(uint64_t epoch);
+  uint64_t epoch() const;
+  /// Batches per epoch for this rank.
+  uint64_t batches_per_epoch() const;
+  /// Samples per epoch for this rank (after sharding, before drop_last).
+  uint64_t samples_per_epoch() const;
+  LoaderState state() const;
+
+  Metrics metrics() const;
+  /// metrics().to_table().
+  std::string report() const;
+  void reset_metrics();
+
+  const Reader& reader() const;
+  /// The loaded fields, in batch order.
+  const std::vector<FieldSpec>& fields() const;
+  const LoaderOptions& options() const;
+  /// The order of the current epoch for this rank (sample ids).
+  std::span<const uint64_t> epoch_order() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ferry
