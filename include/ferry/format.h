@@ -98,6 +98,8 @@ class Layout {
 
   /// File offset of page `p`.
   uint64_t page_offset(uint64_t p) const { return data_offset_ + p * page_size_; }
+  /// First page of every sample (what the epoch orders group by).
+  std::span<const uint64_t> sample_pages() const { return sample_pages_; }
   /// First page of `sample`.
   uint64_t sample_page(uint64_t sample) const { return sample_pages_[sample]; }
   /// Location of every field of `sample` (schema().fields.size() entries).

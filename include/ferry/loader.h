@@ -122,8 +122,8 @@ class Loader {
   /// The loaded fields, in batch order.
   const std::vector<FieldSpec>& fields() const;
   const LoaderOptions& options() const;
-  /// The order of the current epoch for this rank (sample ids).
-  std::span<const uint64_t> epoch_order() const;
+  /// The order of the current epoch for this rank (sample ids), a copy.
+  std::vector<uint64_t> epoch_order() const;
 
  private:
   struct Impl;

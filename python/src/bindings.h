@@ -1,0 +1,13 @@
+#pragma once
+// Each concept binds itself in its own file; module.cpp calls them in order.
+#include <pybind11/pybind11.h>
+
+namespace ferry::python {
+namespace py = pybind11;
+
+void bind_errors(py::module_& m);       // errors.cpp: exception classes
+void bind_format(py::module_& m);       // format.cpp: schema, Writer, Reader, orders
+void bind_loader(py::module_& m);       // loader.cpp: Loader, Batch
+void bind_tile_loader(py::module_& m);  // tile_loader.cpp: TileLoader
+
+}  // namespace ferry::python

@@ -1,0 +1,7 @@
+#include "bindings.h"
+
+namespace ferry::python {
+
+void bind_tile_loader(py::module_& /*m*/) {}
+
+}  // namespace ferry::python

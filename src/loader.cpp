@@ -1,0 +1,493 @@
+#include "ferry/loader.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include "batch_pool.h"
+#include "ferry/error.h"
+#include "loader_metrics.h"
+#include "util.h"
+
+namespace ferry {
+
+using detail::Clock;
+
+namespace {
+
+constexpr uint64_t kDefaultExtraSlots = 16;  // growth room for held batches without a budget
+constexpr size_t kReadChunk = 32;            // requests per read_many between stop checks
+
+uint64_t ns_since(Clock::time_point t0) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+}
+
+}  // namespace
+
+/// One unit of work: batch `index` of `epoch`, made for scheduling generation `generation`.
+struct Task {
+  uint64_t index, epoch, generation;
+  std::shared_ptr<const std::vector<uint64_t>> order;
+};
+
+struct Loader::Impl {
+  std::shared_ptr<Reader> reader;
+  LoaderOptions opt;
+  std::vector<size_t> field_index;  // loader field -> file field
+  std::vector<FieldSpec> fields;
+  std::shared_ptr<BatchPool> pool;
+  const uint8_t* file_base = nullptr;  // whole-file view (mmap): the zero-syscall fast path
+  uint32_t threads = 1, prefetch = 1;
+  LoaderMetrics metrics;
+
+  // Scheduling state, guarded by pool->mu.
+  uint64_t epoch = 0;
+  std::shared_ptr<const std::vector<uint64_t>> order;
+  uint64_t num_batches = 0;
+  uint64_t next_claim = 0;   // next batch index a worker will take
+  uint64_t delivered = 0;    // batches handed to the consumer this epoch
+  uint64_t in_flight = 0;    // claimed, not yet ready (any generation)
+  uint64_t generation = 0;   // bumped by set_epoch: work of older generations is discarded
+  std::map<uint64_t, BatchSlot*> ready;
+  bool stop = false;
+  std::atomic<bool> stop_flag{false};  // read lock-free by workers between chunks of a batch
+
+  std::vector<std::thread> workers;
+
+  Impl(std::shared_ptr<Reader> r, LoaderOptions o) : reader(std::move(r)), opt(std::move(o)) {}
+
+  // ---- set-up ----
+
+  void configure() {
+    const Schema& schema = reader->schema();
+    if (opt.batch_size == 0) throw InvalidArgument("batch_size must be at least 1");
+    if (opt.world_size == 0) throw InvalidArgument("world_size must be at least 1");
+    if (opt.rank >= opt.world_size)
+      throw InvalidArgument("rank " + std::to_string(opt.rank) + " must be below world_size " +
+                            std::to_string(opt.world_size));
+    if (opt.num_threads > 1024) throw InvalidArgument("num_threads " + std::to_string(opt.num_threads) + " is absurd; use at most 1024");
+    if (opt.device != "cpu" && opt.device.rfind("cuda", 0) == 0)
+      throw InvalidArgument("device '" + opt.device + "': ferry was built without CUDA");
+    if (opt.device != "cpu") throw InvalidArgument("device '" + opt.device + "': use 'cpu', 'cuda' or 'cuda:N'");
+    if (opt.fields.empty())
+      for (const auto& f : schema.fields) opt.fields.push_back(f.name);
+    for (const auto& name : opt.fields) {
+      field_index.push_back(schema.index_of(name));
+      fields.push_back(schema.fields[field_index.back()]);
+    }
+    threads = opt.num_threads ? opt.num_threads : std::max(1u, std::thread::hardware_concurrency());
+    make_pool();
+    file_base = reader->source().view(0, reader->source().size());
+  }
+
+  void make_pool() {
+    std::vector<uint64_t> capacity;
+    for (size_t i = 0; i < fields.size(); ++i)
+      capacity.push_back(reader->layout().top_k_field_bytes(field_index[i], opt.batch_size));
+    auto alloc = opt.allocator ? opt.allocator : default_host_allocator();
+    // Slot size is needed to turn the budget into a slot count: build a probe pool first.
+    auto probe = std::make_shared<BatchPool>(fields, opt.batch_size, capacity, 0, alloc);
+    const uint64_t slot_bytes = probe->slot_bytes();
+    uint64_t max_slots;
+    if (opt.memory_budget) {
+      max_slots = opt.memory_budget / slot_bytes;
+      const uint64_t need = opt.prefetch ? opt.prefetch + 1 : 2;
+      if (max_slots < need)
+        throw InvalidArgument("memory_budget " + std::to_string(opt.memory_budget) + " bytes holds " +
+                              std::to_string(max_slots) + " batches of " + std::to_string(slot_bytes) +
+                              " bytes; it needs at least " + std::to_string(need) + " (" +
+                              std::to_string(need * slot_bytes) + " bytes): raise memory_budget, or lower " +
+                              "batch_size" + (opt.prefetch ? " or prefetch" : ""));
+      prefetch = opt.prefetch ? opt.prefetch : static_cast<uint32_t>(std::min<uint64_t>(max_slots - 1, 64));
+      if (!opt.prefetch && max_slots > 2) prefetch = static_cast<uint32_t>(std::min<uint64_t>(max_slots - 2, 64));
+    } else {
+      prefetch = opt.prefetch ? opt.prefetch : std::max(4u, 2 * threads);
+      max_slots = prefetch + 2 + kDefaultExtraSlots;
+    }
+    pool = std::make_shared<BatchPool>(fields, opt.batch_size, capacity, max_slots, alloc);
+    pool->reserve(std::min<uint64_t>(max_slots, prefetch + 2));
+  }
+
+  LoaderState fingerprint() const {
+    LoaderState s;
+    s.seed = opt.seed;
+    s.order = opt.order;
+    s.window_pages = opt.window_pages;
+    s.batch_size = opt.batch_size;
+    s.rank = opt.rank;
+    s.world_size = opt.world_size;
+    s.drop_last = opt.drop_last;
+    s.num_samples = reader->num_samples();
+    s.file_xxh64 = reader->layout().header_xxh64();
+    return s;
+  }
+
+  void check_resume(const LoaderState& r) const {
+    LoaderState mine = fingerprint();
+    mine.epoch = r.epoch;
+    mine.next_batch = r.next_batch;
+    if (!(mine == r))
+      throw InvalidArgument("cannot resume: the state was saved with other settings or data (saved " + r.to_json() +
+                            ", this loader " + mine.to_json() + ")");
+  }
+
+  // ---- scheduling (pool->mu held) ----
+
+  void start_epoch(uint64_t e, uint64_t first_batch) {
+    ++generation;
+    epoch = e;
+    const OrderOptions oo{opt.order, opt.seed, opt.window_pages};
+    const auto full = ferry::epoch_order(oo, e, reader->layout().sample_pages());
+    order = std::make_shared<const std::vector<uint64_t>>(shard_order(full, opt.rank, opt.world_size, opt.remainder));
+    const uint64_t n = order->size();
+    num_batches = opt.drop_last ? n / opt.batch_size : (n + opt.batch_size - 1) / opt.batch_size;
+    next_claim = delivered = std::min(first_batch, num_batches);
+    for (auto& [k, slot] : ready) pool->put(slot);
+    ready.clear();
+    pool->work_cv.notify_all();
+  }
+
+  bool can_claim() const {
+    return next_claim < num_batches && next_claim - delivered < prefetch && pool->can_take();
+  }
+
+  // ---- workers ----
+
+  void worker_loop() {
+    std::vector<ReadRequest> requests;
+    std::vector<uint8_t> keep;
+    std::unique_lock lk(pool->mu);
+    while (true) {
+      pool->work_cv.wait(lk, [&] { return stop || can_claim(); });
+      if (stop) return;
+      BatchSlot* slot = pool->take();
+      Task task{next_claim++, epoch, generation, order};
+      ++in_flight;
+      slot->claimed = Clock::now();
+      lk.unlock();
+      fill(*slot, task, requests, keep);
+      lk.lock();
+      --in_flight;
+      if (task.generation != generation || stop) {
+        pool->put(slot);
+        pool->work_cv.notify_one();
+        pool->ready_cv.notify_all();  // in_flight changed: a consumer may need to re-check capacity
+        continue;
+      }
+      ready.emplace(task.index, slot);
+      pool->ready_cv.notify_all();
+    }
+  }
+
+  void fill(BatchSlot& s, const Task& t, std::vector<ReadRequest>& requests, std::vector<uint8_t>& keep) {
+    const auto& order = *t.order;
+    const uint64_t begin = t.index * opt.batch_size;
+    const uint64_t end = std::min<uint64_t>(begin + opt.batch_size, order.size());
+    s.epoch = t.epoch;
+    s.index = t.index;
+    s.error = nullptr;
+    s.sample_ids.assign(order.begin() + static_cast<std::ptrdiff_t>(begin), order.begin() + static_cast<std::ptrdiff_t>(end));
+    s.size = s.sample_ids.size();
+    s.skipped = 0;
+    keep.assign(s.size, 1);
+
+    const auto t0 = Clock::now();
+    set_offsets(s);
+    if (file_base) {
+      copy_from_view(s);
+    } else {
+      read_through_source(s, requests, keep);
+    }
+    metrics.read_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
+    if (opt.transform && !s.error) run_transform(s, keep);
+    if (!s.error) compact(s, keep);
+    metrics.produced.fetch_add(s.size, std::memory_order_relaxed);
+    s.bytes = 0;
+    for (const auto& f : s.fields) s.bytes += f.bytes(s.size);
+  }
+
+  // Bytes fields' offsets follow from the index before any byte is read.
+  void set_offsets(BatchSlot& s) const {
+    const Layout& L = reader->layout();
+    for (size_t f = 0; f < fields.size(); ++f) {
+      uint64_t* off = s.fields[f].offsets;
+      if (!off) continue;
+      off[0] = 0;
+      for (uint64_t i = 0; i < s.size; ++i) off[i + 1] = off[i] + L.sample_fields(s.sample_ids[i])[field_index[f]].length;
+    }
+  }
+
+  uint8_t* field_dst(BatchSlot& s, size_t f, uint64_t i) const {
+    const FieldBuffer& fb = s.fields[f];
+    return fb.offsets ? fb.data + fb.offsets[i] : fb.data + i * fields[f].fixed_bytes();
+  }
+
+  // The hot path: samples are memcpy'd from the mapping. The loop prefetches a few samples
+  // ahead (index entry, then data) so random orders overlap their cache misses.
+  void copy_from_view(BatchSlot& s) const {
+    const Layout& L = reader->layout();
+    const uint64_t nf = fields.size();
+    constexpr uint64_t kAhead = 8;
+    for (uint64_t i = 0; i < s.size; ++i) {
+      if (i + kAhead < s.size) {
+        const uint64_t ahead = s.sample_ids[i + kAhead];
+        for (size_t f = 0; f < nf; ++f) __builtin_prefetch(file_base + L.field_offset(ahead, field_index[f]));
+      }
+      if (i + 2 * kAhead < s.size) __builtin_prefetch(L.sample_fields(s.sample_ids[i + 2 * kAhead]).data());
+      const uint64_t id = s.sample_ids[i];
+      for (size_t f = 0; f < nf; ++f) {
+        const FieldLoc loc = L.sample_fields(id)[field_index[f]];
+        std::memcpy(field_dst(s, f, i), file_base + L.page_offset(L.sample_page(id)) + loc.offset, loc.length);
+      }
+    }
+  }
+
+  void read_through_source(BatchSlot& s, std::vector<ReadRequest>& requests, std::vector<uint8_t>& keep) {
+    const Layout& L = reader->layout();
+    requests.clear();
+    for (uint64_t i = 0; i < s.size; ++i)
+      for (size_t f = 0; f < fields.size(); ++f) {
+        const FieldLoc loc = L.sample_fields(s.sample_ids[i])[field_index[f]];
+        requests.push_back({L.field_offset(s.sample_ids[i], field_index[f]), loc.length, field_dst(s, f, i)});
+      }
+    const size_t per_sample = fields.size();
+    for (size_t start = 0; start < requests.size(); start += kReadChunk * per_sample) {
+      if (stop_flag.load(std::memory_order_relaxed)) return;  // shutting down: the batch is discarded
+      const size_t count = std::min(kReadChunk * per_sample, requests.size() - start);
+      try {
+        reader->source().read_many(std::span(requests).subspan(start, count));
+      } catch (const std::exception&) {
+        retry_one_by_one(s, requests, start, count, keep);  // find which samples failed
+      }
+      if (s.error) return;
+    }
+  }
+
+  void retry_one_by_one(BatchSlot& s, const std::vector<ReadRequest>& requests, size_t start, size_t count,
+                        std::vector<uint8_t>& keep) {
+    const size_t per_sample = fields.size();
+    for (size_t r = start; r < start + count; r += per_sample) {
+      const uint64_t i = r / per_sample;
+      try {
+        reader->source().read_many(std::span(requests).subspan(r, per_sample));
+      } catch (const std::exception& e) {
+        if (!sample_failed(s, i, "read failed", e, keep)) return;
+      }
+    }
+  }
+
+  // Records a failed sample. Returns false if the batch must stop (on_error=raise).
+  bool sample_failed(BatchSlot& s, uint64_t i, std::string_view what, const std::exception& e,
+                     std::vector<uint8_t>& keep) {
+    const uint64_t id = s.sample_ids[i];
+    if (opt.on_error == OnError::raise) {
+      s.error = std::make_exception_ptr(SampleError("ferry file '" + reader->path() + "': sample " + std::to_string(id) +
+                                                        ": " + std::string(what) + ": " + e.what(),
+                                                    id));
+      return false;
+    }
+    keep[i] = 0;
+    ++s.skipped;
+    return true;
+  }
+
+  void run_transform(BatchSlot& s, std::vector<uint8_t>& keep) {
+    const auto t0 = Clock::now();
+    std::vector<SampleSlot::Field> views(fields.size());
+    for (uint64_t i = 0; i < s.size && !s.error; ++i) {
+      if (!keep[i]) continue;
+      for (size_t f = 0; f < fields.size(); ++f) {
+        const FieldBuffer& fb = s.fields[f];
+        const uint64_t size = fb.offsets ? fb.offsets[i + 1] - fb.offsets[i] : fields[f].fixed_bytes();
+        views[f] = {&fields[f], field_dst(s, f, i), size};
+      }
+      SampleSlot slot{s.sample_ids[i], views};
+      try {
+        opt.transform(slot);
+      } catch (const std::exception& e) {
+        sample_failed(s, i, "transform failed", e, keep);
+      }
+    }
+    metrics.transform_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
+  }
+
+  // Drops skipped samples, moving later ones down (only on the error path).
+  void compact(BatchSlot& s, const std::vector<uint8_t>& keep) const {
+    if (std::all_of(keep.begin(), keep.end(), [](uint8_t k) { return k; })) return;
+    uint64_t out = 0;
+    for (uint64_t i = 0; i < s.size; ++i) {
+      if (!keep[i]) continue;
+      for (size_t f = 0; f < fields.size(); ++f) {
+        FieldBuffer& fb = s.fields[f];
+        if (fb.offsets) {
+          const uint64_t len = fb.offsets[i + 1] - fb.offsets[i];
+          std::memmove(fb.data + fb.offsets[out], fb.data + fb.offsets[i], len);
+          fb.offsets[out + 1] = fb.offsets[out] + len;
+        } else {
+          const uint64_t sz = fields[f].fixed_bytes();
+          std::memmove(fb.data + out * sz, fb.data + i * sz, sz);
+        }
+      }
+      s.sample_ids[out++] = s.sample_ids[i];
+    }
+    s.size = out;
+    s.sample_ids.resize(out);
+  }
+
+  // ---- consumer ----
+
+  Batch next(std::optional<Clock::time_point> deadline) {
+    const auto t0 = Clock::now();
+    std::unique_lock lk(pool->mu);
+    if (stop) throw ShutdownError("loader is shut down");
+    if (delivered == num_batches) {  // end of epoch: the next call starts the next one
+      start_epoch(epoch + 1, 0);
+      return Batch();
+    }
+    metrics.record_queue(ready.size(), prefetch);
+    BatchSlot* slot = nullptr;
+    while (!(slot = take_ready())) {
+      if (stop) throw ShutdownError("loader is shut down");
+      if (in_flight == 0 && !pool->can_take())
+        throw CapacityError("all " + std::to_string(pool->total_slots()) + " batch buffers (" +
+                            std::to_string(pool->total_slots() * pool->slot_bytes()) +
+                            " bytes) are held by the consumer: release batches you no longer need, or raise "
+                            "memory_budget");
+      if (!deadline) {
+        pool->ready_cv.wait(lk);
+      } else if (pool->ready_cv.wait_until(lk, *deadline) == std::cv_status::timeout) {
+        if ((slot = take_ready())) break;
+        metrics.add_wait(ns_since(t0));
+        throw TimeoutError("no batch within the timeout (epoch " + std::to_string(epoch) + ", batch " +
+                           std::to_string(delivered) + "); the loader is still running");
+      }
+    }
+    ++delivered;
+    pool->work_cv.notify_all();  // the window moved
+    metrics.add_wait(ns_since(t0));
+    metrics.add_latency(std::chrono::duration<double, std::milli>(Clock::now() - slot->claimed).count());
+    metrics.batches.fetch_add(1, std::memory_order_relaxed);
+    metrics.samples.fetch_add(slot->size, std::memory_order_relaxed);
+    metrics.bytes.fetch_add(slot->bytes, std::memory_order_relaxed);
+    metrics.errors_skipped.fetch_add(slot->skipped, std::memory_order_relaxed);
+    if (slot->error) {
+      auto err = slot->error;
+      slot->error = nullptr;
+      pool->put(slot);
+      lk.unlock();
+      std::rethrow_exception(err);
+    }
+    return pool->wrap(slot);
+  }
+
+  BatchSlot* take_ready() {
+    auto it = opt.ordered ? ready.find(delivered) : ready.begin();
+    if (it == ready.end()) return nullptr;
+    BatchSlot* s = it->second;
+    ready.erase(it);
+    return s;
+  }
+
+  void shutdown() {
+    {
+      std::lock_guard lk(pool->mu);
+      stop = true;
+      stop_flag.store(true, std::memory_order_relaxed);
+      for (auto& [k, slot] : ready) pool->put(slot);
+      ready.clear();
+    }
+    pool->work_cv.notify_all();
+    pool->ready_cv.notify_all();
+    for (auto& t : workers)
+      if (t.joinable()) t.join();
+  }
+};
+
+Loader::Loader(const std::string& path, LoaderOptions options)
+    : Loader(Reader::open(path, SourceOptions{options.backend, options.order == OrderKind::sequential
+                                                                   ? AccessPattern::sequential
+                                                                   : AccessPattern::random}),
+             std::move(options)) {}
+
+Loader::Loader(std::shared_ptr<Reader> reader, LoaderOptions options)
+    : impl_(std::make_unique<Impl>(std::move(reader), std::move(options))) {
+  Impl& m = *impl_;
+  m.configure();
+  {
+    std::lock_guard lk(m.pool->mu);
+    if (m.opt.resume) {
+      m.check_resume(*m.opt.resume);
+      m.start_epoch(m.opt.resume->epoch, m.opt.resume->next_batch);
+    } else {
+      m.start_epoch(0, 0);
+    }
+  }
+  m.metrics.reset();
+  try {
+    for (uint32_t i = 0; i < m.threads; ++i) m.workers.emplace_back([&m] { m.worker_loop(); });
+  } catch (...) {
+    m.shutdown();
+    throw;
+  }
+}
+
+Loader::~Loader() { impl_->shutdown(); }
+
+Batch Loader::next() { return impl_->next(std::nullopt); }
+Batch Loader::next(std::chrono::milliseconds timeout) { return impl_->next(Clock::now() + timeout); }
+
+void Loader::set_epoch(uint64_t epoch) {
+  std::lock_guard lk(impl_->pool->mu);
+  impl_->start_epoch(epoch, 0);
+}
+
+uint64_t Loader::epoch() const {
+  std::lock_guard lk(impl_->pool->mu);
+  return impl_->epoch;
+}
+
+uint64_t Loader::batches_per_epoch() const {
+  std::lock_guard lk(impl_->pool->mu);
+  return impl_->num_batches;
+}
+
+uint64_t Loader::samples_per_epoch() const {
+  std::lock_guard lk(impl_->pool->mu);
+  return impl_->order->size();
+}
+
+LoaderState Loader::state() const {
+  LoaderState s = impl_->fingerprint();
+  std::lock_guard lk(impl_->pool->mu);
+  s.epoch = impl_->epoch;
+  s.next_batch = impl_->delivered;
+  return s;
+}
+
+Metrics Loader::metrics() const {
+  const Impl& m = *impl_;
+  Metrics out = m.metrics.snapshot(m.threads, m.prefetch);
+  {
+    std::lock_guard lk(m.pool->mu);
+    out.pool_slots = m.pool->total_slots();
+  }
+  out.pool_max_slots = m.pool->max_slots();
+  out.slot_bytes = m.pool->slot_bytes();
+  out.bottleneck = diagnose_bottleneck(out);
+  return out;
+}
+
+std::string Loader::report() const { return metrics().to_table(); }
+void Loader::reset_metrics() { impl_->metrics.reset(); }
+const Reader& Loader::reader() const { return *impl_->reader; }
+const std::vector<FieldSpec>& Loader::fields() const { return impl_->fields; }
+const LoaderOptions& Loader::options() const { return impl_->opt; }
+
+std::vector<uint64_t> Loader::epoch_order() const {
+  std::lock_guard lk(impl_->pool->mu);
+  return *impl_->order;
+}
+
+}  // namespace ferry

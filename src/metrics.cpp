@@ -1,0 +1,221 @@
+// Metrics: collection (LoaderMetrics), the bottleneck diagnosis, and the JSON/table renderings.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "ferry/error.h"
+#include "ferry/loader.h"
+#include "loader_metrics.h"
+
+namespace ferry {
+
+namespace {
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) b /= 1024, ++u;
+  return fmt(u ? "%.1f " : "%.0f ", b) + units[u];
+}
+
+std::string human_rate(double v) {
+  if (v >= 1e6) return fmt("%.2fM", v / 1e6);
+  if (v >= 1e3) return fmt("%.1fk", v / 1e3);
+  return fmt("%.0f", v);
+}
+
+double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size()))) - 1;
+  return v[std::min(i, v.size() - 1)];
+}
+
+}  // namespace
+
+void LoaderMetrics::reset() {
+  std::lock_guard lk(mu_);
+  for (auto* a : {&read_ns, &transform_ns, &produced, &samples, &bytes, &errors_skipped, &batches})
+    a->store(0, std::memory_order_relaxed);
+  start_ = std::chrono::steady_clock::now();
+  wait_ns_ = 0;
+  queue_hist_.clear();
+  latencies_.clear();
+  latency_next_ = 0;
+}
+
+void LoaderMetrics::record_queue(uint64_t ready, uint32_t prefetch) {
+  std::lock_guard lk(mu_);
+  if (queue_hist_.size() < prefetch + 1u) queue_hist_.resize(prefetch + 1u, 0);
+  ++queue_hist_[std::min<uint64_t>(ready, prefetch)];
+}
+
+void LoaderMetrics::add_wait(uint64_t ns) {
+  std::lock_guard lk(mu_);
+  wait_ns_ += ns;
+}
+
+void LoaderMetrics::add_latency(double ms) {
+  std::lock_guard lk(mu_);
+  if (latencies_.size() < kLatencyWindow) {
+    latencies_.push_back(ms);
+  } else {
+    latencies_[latency_next_] = ms;
+    latency_next_ = (latency_next_ + 1) % kLatencyWindow;
+  }
+}
+
+Metrics LoaderMetrics::snapshot(uint32_t threads, uint32_t prefetch) const {
+  Metrics m;
+  std::lock_guard lk(mu_);
+  m.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  m.threads = threads;
+  m.prefetch = prefetch;
+  m.batches = batches.load(std::memory_order_relaxed);
+  m.samples = samples.load(std::memory_order_relaxed);
+  m.bytes_read = bytes.load(std::memory_order_relaxed);
+  m.errors_skipped = errors_skipped.load(std::memory_order_relaxed);
+  const double capacity = std::max(1e-9, m.wall_seconds * threads);
+  for (auto [name, ns] : {std::pair{"read", &read_ns}, std::pair{"transform", &transform_ns}}) {
+    StageMetrics s;
+    s.name = name;
+    s.busy_seconds = static_cast<double>(ns->load(std::memory_order_relaxed)) / 1e9;
+    s.items = produced.load(std::memory_order_relaxed);
+    s.utilization = s.busy_seconds / capacity;
+    s.items_per_second = s.busy_seconds > 0 ? static_cast<double>(s.items) / s.busy_seconds * threads : 0;
+    m.stages.push_back(s);
+  }
+  m.consumer_wait_seconds = static_cast<double>(wait_ns_) / 1e9;
+  m.consumer_wait_fraction = m.wall_seconds > 0 ? m.consumer_wait_seconds / m.wall_seconds : 0;
+  m.queue_histogram = queue_hist_;
+  uint64_t calls = 0, sum = 0;
+  for (size_t i = 0; i < queue_hist_.size(); ++i) calls += queue_hist_[i], sum += i * queue_hist_[i];
+  m.queue_mean = calls ? static_cast<double>(sum) / static_cast<double>(calls) : 0;
+  m.latency_p50_ms = percentile(latencies_, 0.50);
+  m.latency_p95_ms = percentile(latencies_, 0.95);
+  m.latency_p99_ms = percentile(latencies_, 0.99);
+  m.samples_per_second = m.wall_seconds > 0 ? static_cast<double>(m.samples) / m.wall_seconds : 0;
+  return m;
+}
+
+std::string diagnose_bottleneck(const Metrics& m) {
+  if (m.batches == 0) return "no batches delivered yet";
+  const StageMetrics* busiest = nullptr;
+  for (const auto& s : m.stages)
+    if (!busiest || s.utilization > busiest->utilization) busiest = &s;
+  const std::string idle = fmt("%.1f%%", 100 * m.consumer_wait_fraction);
+  if (m.consumer_wait_fraction < 0.05)
+    return "consumer (your step): the loader keeps up, the consumer waited " + idle + " of the time";
+  const std::string busy = fmt("%.0f%%", 100 * busiest->utilization);
+  if (busiest->utilization >= 0.75) {
+    const std::string advice = busiest->name == "read" ? "add threads or use a faster backend"
+                                                       : "make the transform cheaper or add threads";
+    return busiest->name + ": busy " + busy + " of " + std::to_string(m.threads) + " threads, consumer waited " +
+           idle + " — " + advice;
+  }
+  return "prefetch: workers busy only " + busy + " while the consumer waited " + idle +
+         " — raise prefetch or memory_budget (or this is start-up: run longer)";
+}
+
+std::string Metrics::to_json() const {
+  std::ostringstream o;
+  o << "{\"wall_seconds\":" << wall_seconds << ",\"threads\":" << threads << ",\"prefetch\":" << prefetch
+    << ",\"pool_slots\":" << pool_slots << ",\"pool_max_slots\":" << pool_max_slots << ",\"slot_bytes\":" << slot_bytes
+    << ",\"batches\":" << batches << ",\"samples\":" << samples << ",\"bytes_read\":" << bytes_read
+    << ",\"errors_skipped\":" << errors_skipped << ",\"samples_per_second\":" << samples_per_second
+    << ",\"consumer_wait_seconds\":" << consumer_wait_seconds
+    << ",\"consumer_wait_fraction\":" << consumer_wait_fraction << ",\"queue_mean\":" << queue_mean
+    << ",\"queue_histogram\":[";
+  for (size_t i = 0; i < queue_histogram.size(); ++i) o << (i ? "," : "") << queue_histogram[i];
+  o << "],\"latency_ms\":{\"p50\":" << latency_p50_ms << ",\"p95\":" << latency_p95_ms << ",\"p99\":" << latency_p99_ms
+    << "},\"stages\":[";
+  for (size_t i = 0; i < stages.size(); ++i)
+    o << (i ? "," : "") << "{\"name\":\"" << stages[i].name << "\",\"busy_seconds\":" << stages[i].busy_seconds
+      << ",\"items\":" << stages[i].items << ",\"utilization\":" << stages[i].utilization
+      << ",\"items_per_second\":" << stages[i].items_per_second << "}";
+  std::string b;
+  for (char c : bottleneck) b += c == '"' ? std::string("\\\"") : std::string(1, c);
+  o << "],\"bottleneck\":\"" << b << "\"}";
+  return o.str();
+}
+
+std::string Metrics::to_table() const {
+  std::ostringstream o;
+  o << "ferry loader: " << fmt("%.2f s", wall_seconds) << ", " << threads << " threads, prefetch " << prefetch
+    << ", pool " << pool_slots << "/" << pool_max_slots << " × " << human_bytes(static_cast<double>(slot_bytes))
+    << "\n";
+  o << "  stage           busy s   util   samples/s (per busy s)\n";
+  for (const auto& s : stages)
+    o << "  " << s.name << std::string(16 - std::min<size_t>(15, s.name.size()), ' ')
+      << fmt("%6.2f", s.busy_seconds) << fmt("%7.1f%%", 100 * s.utilization) << "   "
+      << human_rate(s.items_per_second) << "\n";
+  o << "  consumer wait   " << fmt("%6.2f", consumer_wait_seconds) << fmt("%7.1f%%", 100 * consumer_wait_fraction)
+    << "   (of wall time: the accelerator-idle figure)\n";
+  o << "  queue at next(): mean " << fmt("%.2f", queue_mean) << " ready; histogram";
+  for (size_t i = 0; i < queue_histogram.size(); ++i) o << " " << i << ":" << queue_histogram[i];
+  o << "\n  batch latency ms: p50 " << fmt("%.2f", latency_p50_ms) << "  p95 " << fmt("%.2f", latency_p95_ms)
+    << "  p99 " << fmt("%.2f", latency_p99_ms) << "\n";
+  o << "  delivered " << batches << " batches, " << samples << " samples (" << human_rate(samples_per_second)
+    << "/s), " << human_bytes(static_cast<double>(bytes_read)) << ", errors skipped " << errors_skipped << "\n";
+  o << "  bottleneck: " << bottleneck << "\n";
+  return o.str();
+}
+
+// ---- LoaderState (flat JSON object of numbers, one string and one bool) ----
+
+std::string LoaderState::to_json() const {
+  std::ostringstream o;
+  o << "{\"epoch\":" << epoch << ",\"next_batch\":" << next_batch << ",\"seed\":" << seed << ",\"order\":\""
+    << order_name(order) << "\",\"window_pages\":" << window_pages << ",\"batch_size\":" << batch_size
+    << ",\"rank\":" << rank << ",\"world_size\":" << world_size << ",\"drop_last\":" << (drop_last ? "true" : "false")
+    << ",\"num_samples\":" << num_samples << ",\"file_xxh64\":" << file_xxh64 << "}";
+  return o.str();
+}
+
+LoaderState LoaderState::from_json(const std::string& json) {
+  LoaderState s;
+  auto value = [&](const std::string& key) -> std::string {
+    const auto k = json.find("\"" + key + "\"");
+    if (k == std::string::npos) throw InvalidArgument("loader state: missing '" + key + "' in " + json);
+    auto v = json.find(':', k);
+    if (v == std::string::npos) throw InvalidArgument("loader state: malformed '" + key + "'");
+    ++v;
+    while (v < json.size() && json[v] == ' ') ++v;
+    const auto e = json.find_first_of(",}", v);
+    std::string raw = json.substr(v, e - v);
+    if (!raw.empty() && raw.front() == '"') raw = raw.substr(1, raw.size() - 2);
+    return raw;
+  };
+  auto number = [&](const std::string& key) -> uint64_t {
+    const std::string v = value(key);
+    try {
+      size_t used = 0;
+      const uint64_t n = std::stoull(v, &used);
+      if (used != v.size()) throw std::invalid_argument(v);
+      return n;
+    } catch (const std::exception&) {
+      throw InvalidArgument("loader state: '" + key + "' is not a number: " + v);
+    }
+  };
+  s.epoch = number("epoch");
+  s.next_batch = number("next_batch");
+  s.seed = number("seed");
+  s.order = parse_order(value("order"));
+  s.window_pages = static_cast<uint32_t>(number("window_pages"));
+  s.batch_size = number("batch_size");
+  s.rank = static_cast<uint32_t>(number("rank"));
+  s.world_size = static_cast<uint32_t>(number("world_size"));
+  s.drop_last = value("drop_last") == "true";
+  s.num_samples = number("num_samples");
+  s.file_xxh64 = number("file_xxh64");
+  return s;
+}
+
+}  // namespace ferry
