@@ -17,7 +17,8 @@ using detail::Clock;
 
 namespace {
 
-constexpr uint64_t kDefaultExtraSlots = 16;  // growth room for held batches without a budget
+// Without a budget the pool may still grow (for batches the consumer holds) up to this much.
+constexpr uint64_t kDefaultGrowthBytes = 1ull << 30;
 constexpr size_t kReadChunk = 32;            // requests per read_many between stop checks
 
 uint64_t ns_since(Clock::time_point t0) {
@@ -104,7 +105,7 @@ struct Loader::Impl {
       if (!opt.prefetch && max_slots > 2) prefetch = static_cast<uint32_t>(std::min<uint64_t>(max_slots - 2, 64));
     } else {
       prefetch = opt.prefetch ? opt.prefetch : std::max(4u, 2 * threads);
-      max_slots = prefetch + 2 + kDefaultExtraSlots;
+      max_slots = std::max<uint64_t>(prefetch + 2, kDefaultGrowthBytes / slot_bytes);
     }
     pool = std::make_shared<BatchPool>(fields, opt.batch_size, capacity, max_slots, alloc);
     pool->reserve(std::min<uint64_t>(max_slots, prefetch + 2));

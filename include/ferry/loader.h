@@ -76,7 +76,9 @@ struct LoaderOptions {
   bool drop_last = false;
   uint32_t num_threads = 0;     ///< 0: one per core
   uint32_t prefetch = 0;        ///< batches ahead; 0: derived (from memory_budget if given, else 2 × threads, ≥ 4)
-  uint64_t memory_budget = 0;   ///< bytes of batch memory the pool may ever hold; 0: no budget
+  /// Bytes of batch memory the pool may ever hold. 0: the pool starts at prefetch + 2 batches
+  /// and may grow to 1 GiB (or prefetch + 2 batches, if larger) while the consumer holds batches.
+  uint64_t memory_budget = 0;
   OnError on_error = OnError::raise;
   bool ordered = true;          ///< false: deliver batches as they complete (still exactly once)
   std::vector<std::string> fields;  ///< fields to load (empty: all), in this order

@@ -1,13 +1,22 @@
 """ferry: batches for your training step, faster than it consumes them.
 
+    import ferry
+    ferry.write("train.ferry", {"image": images, "label": labels})
+    for batch in ferry.Loader("train.ferry", batch_size=256):
+        step(batch["image"], batch["label"])
+
 See README.md and docs/python.md.
 """
 from ferry._ferry import (  # noqa: F401
     CapacityError,
     Error,
     FormatError,
+    Reader,
     SampleError,
     ShutdownError,
+    epoch_order,
 )
+from ferry.loader import Loader  # noqa: F401
+from ferry.writing import write, write_from  # noqa: F401
 
 __version__ = "0.1.0"

@@ -1,7 +1,192 @@
+// Bindings for the loader engine. Batches are handed to Python as numpy arrays that VIEW the
+// engine's pooled buffers: each array's base is the Batch object, so a buffer returns to the
+// pool only when every array (and tensor made from it) is gone.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <optional>
+
 #include "bindings.h"
+#include "convert.h"
+#include "ferry/error.h"
+#include "ferry/loader.h"
 
 namespace ferry::python {
 
-void bind_loader(py::module_& /*m*/) {}
+namespace {
+
+using Clock = std::chrono::steady_clock;
+// next() waits in slices this long with the GIL released, then checks for Ctrl-C.
+constexpr auto kSignalCheck = std::chrono::milliseconds(100);
+
+/// Owns the C++ loader; close() stops it (with the GIL released) before Python drops it.
+class PyLoader {
+ public:
+  explicit PyLoader(std::unique_ptr<Loader> l) : loader_(std::move(l)) {}
+  ~PyLoader() { close(); }
+
+  Loader& get() {
+    if (!loader_) throw ShutdownError("loader is closed");
+    return *loader_;
+  }
+
+  void close() {
+    if (!loader_) return;
+    py::gil_scoped_release nogil;
+    loader_.reset();
+  }
+
+  /// The next batch, or None at the end of the epoch. timeout < 0: wait as long as needed.
+  py::object next(double timeout_seconds) {
+    Loader& l = get();
+    std::optional<Clock::time_point> deadline;
+    if (timeout_seconds >= 0)
+      deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_seconds));
+    while (true) {
+      std::optional<Batch> got;
+      {
+        py::gil_scoped_release nogil;
+        auto slice = std::chrono::duration_cast<std::chrono::milliseconds>(kSignalCheck);
+        if (deadline)
+          slice = std::max(std::chrono::milliseconds(0),
+                           std::min(slice, std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now())));
+        try {
+          got = l.next(slice);
+        } catch (const TimeoutError&) {
+        }
+      }
+      if (got) {
+        if (!*got) return py::none();
+        return py::cast(std::make_shared<Batch>(std::move(*got)));
+      }
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // KeyboardInterrupt
+      if (deadline && Clock::now() >= *deadline)
+        throw TimeoutError("no batch within " + std::to_string(timeout_seconds) +
+                           " s; the loader is still running (raise timeout, or check report())");
+    }
+  }
+
+ private:
+  std::unique_ptr<Loader> loader_;
+};
+
+py::array field_view(const py::object& self, const Batch& b, const FieldBuffer& f) {
+  if (f.offsets) throw std::logic_error("bytes field");
+  std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(b.size())};
+  for (uint64_t d : f.spec->shape) shape.push_back(static_cast<py::ssize_t>(d));
+  return py::array(py::dtype(numpy_dtype(f.spec->dtype)), shape, {}, f.data, self);
+}
+
+py::dict batch_arrays(const py::object& self) {
+  const Batch& b = self.cast<const Batch&>();
+  py::dict out;
+  for (size_t i = 0; i < b.num_fields(); ++i) {
+    const FieldBuffer& f = b.field(i);
+    if (f.offsets) {
+      py::array data(py::dtype("uint8"), {static_cast<py::ssize_t>(f.offsets[b.size()])}, {}, f.data, self);
+      py::array offsets(py::dtype("uint64"), {static_cast<py::ssize_t>(b.size() + 1)}, {}, f.offsets, self);
+      out[py::str(f.spec->name)] = py::make_tuple(data, offsets);
+    } else {
+      out[py::str(f.spec->name)] = field_view(self, b, f);
+    }
+  }
+  return out;
+}
+
+OnError parse_on_error(const std::string& s) {
+  if (s == "raise") return OnError::raise;
+  if (s == "skip") return OnError::skip;
+  throw InvalidArgument("on_error must be 'raise' or 'skip', got '" + s + "'");
+}
+
+ShardRemainder parse_remainder(const std::string& s) {
+  if (s == "pad") return ShardRemainder::pad;
+  if (s == "drop") return ShardRemainder::drop;
+  throw InvalidArgument("remainder must be 'pad' or 'drop', got '" + s + "'");
+}
+
+}  // namespace
+
+void bind_loader(py::module_& m) {
+  py::class_<Batch, std::shared_ptr<Batch>>(m, "Batch", "One batch; its arrays view pooled engine memory")
+      .def_property_readonly("size", &Batch::size)
+      .def_property_readonly("epoch", &Batch::epoch)
+      .def_property_readonly("index", &Batch::index)
+      .def_property_readonly("sample_ids",
+                             [](py::object self) {
+                               const Batch& b = self.cast<const Batch&>();
+                               return py::array(py::dtype("uint64"), {static_cast<py::ssize_t>(b.size())}, {},
+                                                b.sample_ids().data(), self);
+                             })
+      .def("arrays", &batch_arrays,
+           "dict of field name -> numpy array [size, ...] (zero-copy views); bytes fields -> (data, offsets)");
+
+  py::class_<PyLoader>(m, "Loader")
+      .def(py::init([](const std::string& path, uint64_t batch_size, const std::string& order, uint64_t seed,
+                       bool drop_last, uint32_t num_threads, uint32_t prefetch, uint64_t memory_budget,
+                       const std::string& on_error, uint32_t rank, uint32_t world_size, const std::string& remainder,
+                       const std::string& backend, std::vector<std::string> fields, uint32_t window_pages,
+                       bool ordered, const std::string& resume_json, const std::string& device,
+                       const std::vector<uint64_t>& fault_samples, uint64_t fault_delay_us) {
+             LoaderOptions o;
+             o.batch_size = batch_size;
+             o.order = parse_order(order);
+             o.seed = seed;
+             o.drop_last = drop_last;
+             o.num_threads = num_threads;
+             o.prefetch = prefetch;
+             o.memory_budget = memory_budget;
+             o.on_error = parse_on_error(on_error);
+             o.rank = rank;
+             o.world_size = world_size;
+             o.remainder = parse_remainder(remainder);
+             o.backend = parse_backend(backend);
+             o.fields = std::move(fields);
+             o.window_pages = window_pages;
+             o.ordered = ordered;
+             o.device = device;
+             if (!resume_json.empty()) o.resume = LoaderState::from_json(resume_json);
+             py::gil_scoped_release nogil;
+             if (fault_samples.empty() && fault_delay_us == 0)
+               return std::make_unique<PyLoader>(std::make_unique<Loader>(path, std::move(o)));
+             // Test seam: the same fault-injecting source the C++ tests use.
+             auto plain = Reader::open(path, SourceOptions{o.backend});
+             FaultSpec spec;
+             spec.delay = std::chrono::microseconds(fault_delay_us);
+             spec.from_offset = plain->layout().data_offset();
+             for (uint64_t id : fault_samples) {
+               if (id >= plain->num_samples()) throw InvalidArgument("fault sample out of range");
+               spec.fail_ranges.push_back(plain->layout().sample_extent(id));
+             }
+             auto faulty = Reader::open(std::shared_ptr<Source>(wrap_faulty_source(plain->shared_source(), spec)));
+             return std::make_unique<PyLoader>(std::make_unique<Loader>(faulty, std::move(o)));
+           }),
+           py::arg("path"), py::arg("batch_size"), py::arg("order"), py::arg("seed"), py::arg("drop_last"),
+           py::arg("num_threads"), py::arg("prefetch"), py::arg("memory_budget"), py::arg("on_error"),
+           py::arg("rank"), py::arg("world_size"), py::arg("remainder"), py::arg("backend"), py::arg("fields"),
+           py::arg("window_pages"), py::arg("ordered"), py::arg("resume_json"), py::arg("device"),
+           py::arg("fault_samples") = std::vector<uint64_t>{}, py::arg("fault_delay_us") = 0)
+      .def("next", &PyLoader::next, py::arg("timeout") = -1.0)
+      .def("close", &PyLoader::close)
+      .def("set_epoch",
+           [](PyLoader& l, uint64_t e) {
+             Loader& loader = l.get();
+             py::gil_scoped_release nogil;
+             loader.set_epoch(e);
+           })
+      .def_property_readonly("epoch", [](PyLoader& l) { return l.get().epoch(); })
+      .def_property_readonly("batches_per_epoch", [](PyLoader& l) { return l.get().batches_per_epoch(); })
+      .def_property_readonly("samples_per_epoch", [](PyLoader& l) { return l.get().samples_per_epoch(); })
+      .def_property_readonly("fields", [](PyLoader& l) { return schema_to_python(l.get().fields()); })
+      .def("state_json", [](PyLoader& l) { return l.get().state().to_json(); })
+      .def("metrics_json", [](PyLoader& l) { return l.get().metrics().to_json(); })
+      .def("report", [](PyLoader& l) { return l.get().report(); })
+      .def("reset_metrics", [](PyLoader& l) { l.get().reset_metrics(); })
+      .def("epoch_order", [](PyLoader& l) {
+        const auto o = l.get().epoch_order();
+        return py::array_t<uint64_t>(static_cast<py::ssize_t>(o.size()), o.data());
+      });
+}
 
 }  // namespace ferry::python
