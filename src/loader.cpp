@@ -19,6 +19,7 @@ namespace {
 
 // Without a budget the pool may still grow (for batches the consumer holds) up to this much.
 constexpr uint64_t kDefaultGrowthBytes = 1ull << 30;
+constexpr uint64_t kDefaultPoolBytes = 128ull << 20;
 constexpr size_t kReadChunk = 32;            // requests per read_many between stop checks
 
 uint64_t ns_since(Clock::time_point t0) {
@@ -104,7 +105,11 @@ struct Loader::Impl {
       prefetch = opt.prefetch ? opt.prefetch : static_cast<uint32_t>(std::min<uint64_t>(max_slots - 1, 64));
       if (!opt.prefetch && max_slots > 2) prefetch = static_cast<uint32_t>(std::min<uint64_t>(max_slots - 2, 64));
     } else {
-      prefetch = opt.prefetch ? opt.prefetch : std::max(4u, 2 * threads);
+      // Default depth: 2 batches per thread (at least 4), but no deeper than what keeps the
+      // pool near kDefaultPoolBytes: a few batches of 40 MB already hide any step time.
+      const uint64_t by_memory = kDefaultPoolBytes / slot_bytes > 2 ? kDefaultPoolBytes / slot_bytes - 2 : 0;
+      prefetch = opt.prefetch ? opt.prefetch
+                              : static_cast<uint32_t>(std::clamp<uint64_t>(by_memory, 2, std::max(4u, 2 * threads)));
       max_slots = std::max<uint64_t>(prefetch + 2, kDefaultGrowthBytes / slot_bytes);
     }
     pool = std::make_shared<BatchPool>(fields, opt.batch_size, capacity, max_slots, alloc);

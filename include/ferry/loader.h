@@ -75,7 +75,9 @@ struct LoaderOptions {
   ShardRemainder remainder = ShardRemainder::pad;
   bool drop_last = false;
   uint32_t num_threads = 0;     ///< 0: one per core
-  uint32_t prefetch = 0;        ///< batches ahead; 0: derived (from memory_budget if given, else 2 × threads, ≥ 4)
+  /// Batches workers may run ahead of the consumer. 0: derived — from memory_budget if given,
+  /// else 2 × threads (at least 4) capped so the pool stays near 128 MiB (at least 2).
+  uint32_t prefetch = 0;
   /// Bytes of batch memory the pool may ever hold. 0: the pool starts at prefetch + 2 batches
   /// and may grow to 1 GiB (or prefetch + 2 batches, if larger) while the consumer holds batches.
   uint64_t memory_budget = 0;

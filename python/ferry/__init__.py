@@ -15,6 +15,7 @@ from ferry._ferry import (  # noqa: F401
     SampleError,
     ShutdownError,
     epoch_order,
+    import_idx,
 )
 from ferry.loader import Loader  # noqa: F401
 from ferry.writing import write, write_from  # noqa: F401

@@ -57,6 +57,8 @@ class Loader:
         self._engine = self._make_engine(resume_json="")
         if output == "torch":
             import torch  # noqa: F401  (fail early with a clear ImportError)
+        # Per-field converters, built once: _convert runs for every batch.
+        self._converters = {f["name"]: _converter(f) for f in self._engine.fields} if output == "torch" else None
 
     def _make_engine(self, resume_json):
         if self.device.startswith("cuda"):
@@ -86,20 +88,9 @@ class Loader:
 
     def _convert(self, batch):
         out = batch.arrays()
-        if self.output == "numpy":
+        if self._converters is None:
             return out
-        import torch
-
-        converted = {}
-        specs = {f["name"]: f for f in self._engine.fields}
-        for name, value in out.items():
-            if isinstance(value, tuple):
-                converted[name] = (torch.from_numpy(value[0]), torch.from_numpy(value[1].view(np.int64)))
-            elif specs[name]["dtype"] == "bf16":
-                converted[name] = torch.from_numpy(value.view(np.int16)).view(torch.bfloat16)
-            else:
-                converted[name] = _tensor(value)
-        return converted
+        return {name: self._converters[name](value) for name, value in out.items()}
 
     def __len__(self):
         return self._engine.batches_per_epoch
@@ -160,6 +151,17 @@ class Loader:
 
     def __del__(self):
         self.close()
+
+
+def _converter(field):
+    """numpy view -> torch tensor for one field (zero-copy where torch has the dtype)."""
+    import torch
+
+    if field["kind"] == "bytes":
+        return lambda pair: (torch.from_numpy(pair[0]), torch.from_numpy(pair[1].view(np.int64)))
+    if field["dtype"] == "bf16":
+        return lambda a: torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return _tensor
 
 
 def _tensor(array):

@@ -7,6 +7,7 @@
 #include "bindings.h"
 #include "convert.h"
 #include "ferry/error.h"
+#include "ferry/importers.h"
 #include "ferry/order.h"
 #include "ferry/reader.h"
 #include "ferry/writer.h"
@@ -113,6 +114,17 @@ void bind_format(py::module_& m) {
         py::gil_scoped_release nogil;
         return r.verify().errors;
       });
+
+  m.def(
+      "import_idx",
+      [](const std::string& images, const std::string& labels, const std::string& out, uint64_t page_size) {
+        WriterOptions o;
+        o.page_size = page_size;
+        py::gil_scoped_release nogil;
+        return import_idx(images, labels, out, o);
+      },
+      py::arg("images"), py::arg("labels"), py::arg("out"), py::arg("page_size") = kDefaultPageSize,
+      "Converts IDX files (MNIST family, gzip or raw) into a .ferry file with fields image and label");
 
   m.def(
       "epoch_order",
