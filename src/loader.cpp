@@ -8,6 +8,7 @@
 
 #include "batch_pool.h"
 #include "ferry/error.h"
+#include "ferry/os.h"
 #include "loader_metrics.h"
 #include "util.h"
 
@@ -41,6 +42,7 @@ struct Loader::Impl {
   std::vector<FieldSpec> fields;
   std::shared_ptr<BatchPool> pool;
   const uint8_t* file_base = nullptr;  // whole-file view (mmap): the zero-syscall fast path
+  bool hint_ahead = false;             // file not resident: issue WILLNEED for upcoming batches
   uint32_t threads = 1, prefetch = 1;
   LoaderMetrics metrics;
 
@@ -71,7 +73,12 @@ struct Loader::Impl {
                             std::to_string(opt.world_size));
     if (opt.num_threads > 1024) throw InvalidArgument("num_threads " + std::to_string(opt.num_threads) + " is absurd; use at most 1024");
     if (opt.device != "cpu" && opt.device.rfind("cuda", 0) == 0)
+#if FERRY_HAVE_CUDA
+      throw InvalidArgument("device '" + opt.device + "': Loader makes host batches; CUDA devices take a "
+                            "ferry::DeviceLoader (include/ferry/cuda.h)");
+#else
       throw InvalidArgument("device '" + opt.device + "': ferry was built without CUDA");
+#endif
     if (opt.device != "cpu") throw InvalidArgument("device '" + opt.device + "': use 'cpu', 'cuda' or 'cuda:N'");
     if (opt.fields.empty())
       for (const auto& f : schema.fields) opt.fields.push_back(f.name);
@@ -80,8 +87,47 @@ struct Loader::Impl {
       fields.push_back(schema.fields[field_index.back()]);
     }
     threads = opt.num_threads ? opt.num_threads : std::max(1u, std::thread::hardware_concurrency());
+    if (opt.numa_node >= numa_node_count())
+      throw InvalidArgument("numa_node " + std::to_string(opt.numa_node) + ": this machine has " +
+                            std::to_string(numa_node_count()) + " NUMA node(s); use -1 for no pinning");
     make_pool();
     file_base = reader->source().view(0, reader->source().size());
+    hint_ahead = opt.os_hints && opt.order != OrderKind::sequential && reader->source().backend_name() != "direct" &&
+                 is_cold(reader->path());
+  }
+
+  // Hints only pay when pages must come from the disk; residency is sampled once, at open.
+  static bool is_cold(const std::string& path) {
+    try {
+      return resident_fraction(path) < 0.9;
+    } catch (const std::exception&) {
+      return false;  // not a plain file (a test double, a memory source): nothing to hint
+    }
+  }
+
+  // WILLNEED for the pages batch `index` will read, merged into ranges: issued for the batch
+  // that just entered the window, so the kernel reads it while the earlier ones are processed.
+  void hint_batch(const std::vector<uint64_t>& order, uint64_t index, std::vector<ReadRequest>& ranges) const {
+    const uint64_t begin = index * opt.batch_size;
+    if (begin >= order.size()) return;
+    const uint64_t end = std::min<uint64_t>(begin + opt.batch_size, order.size());
+    ranges.clear();
+    for (uint64_t i = begin; i < end; ++i) {
+      const auto [b, e] = reader->layout().sample_extent(order[i]);
+      ranges.push_back({b, e - b, nullptr});
+    }
+    std::sort(ranges.begin(), ranges.end(), [](const ReadRequest& a, const ReadRequest& b) { return a.offset < b.offset; });
+    size_t out = 0;
+    for (size_t i = 1; i < ranges.size(); ++i) {
+      ReadRequest& last = ranges[out];
+      if (ranges[i].offset <= last.offset + last.length + 4096) {
+        last.length = std::max(last.offset + last.length, ranges[i].offset + ranges[i].length) - last.offset;
+      } else {
+        ranges[++out] = ranges[i];
+      }
+    }
+    if (!ranges.empty()) ranges.resize(out + 1);
+    reader->source().will_need(ranges);
   }
 
   void make_pool() {
@@ -162,7 +208,12 @@ struct Loader::Impl {
   // ---- workers ----
 
   void worker_loop() {
-    std::vector<ReadRequest> requests;
+    try {
+      pin_current_thread_to_node(opt.numa_node);
+    } catch (const std::exception&) {
+      // Placement is an optimisation: a kernel that refuses it leaves the worker unpinned.
+    }
+    std::vector<ReadRequest> requests, hints;
     std::vector<uint8_t> keep;
     std::unique_lock lk(pool->mu);
     while (true) {
@@ -173,6 +224,7 @@ struct Loader::Impl {
       ++in_flight;
       slot->claimed = Clock::now();
       lk.unlock();
+      if (hint_ahead) hint_batch(*task.order, task.index + prefetch, hints);
       fill(*slot, task, requests, keep);
       lk.lock();
       --in_flight;

@@ -9,6 +9,7 @@
 
 #include "ferry/error.h"
 #include "ferry/loader.h"
+#include "ferry/os.h"
 #include "test_util.h"
 #include "util.h"
 
@@ -378,6 +379,23 @@ TEST_F(LoaderTest, MetricsAndReport) {
   EXPECT_NE(table.find("bottleneck:"), std::string::npos);
   EXPECT_NE(table.find("read"), std::string::npos);
   EXPECT_NE(m.to_json().find("\"consumer_wait_fraction\""), std::string::npos);
+}
+
+TEST_F(LoaderTest, NumaPinningAndColdFileHintsKeepResultsExact) {
+  LoaderOptions o;
+  o.batch_size = 64;
+  o.order = OrderKind::random;
+  o.numa_node = numa_node_count() + 1;
+  EXPECT_THROW(Loader(fixed_, o), InvalidArgument);
+  o.numa_node = 0;  // every machine has node 0: workers are pinned (a no-op on one node)
+  Loader reference(fixed_, o);
+  const auto want = flatten(drain_epoch(reference));
+  for (Backend backend : {Backend::mmap, Backend::pread}) {
+    evict_from_page_cache(fixed_);  // cold (where the filesystem lets go): hints are issued
+    o.backend = backend;
+    Loader loader(fixed_, o);
+    EXPECT_EQ(flatten(drain_epoch(loader)), want);
+  }
 }
 
 TEST_F(LoaderTest, EmptyFileYieldsNoBatches) {

@@ -89,6 +89,12 @@ struct LoaderOptions {
   std::optional<LoaderState> resume;
   std::shared_ptr<HostAllocator> allocator;  ///< null: default_host_allocator()
   std::string device = "cpu";   ///< "cpu", "cuda", "cuda:N" (needs the CUDA build)
+  /// Pin worker threads to this NUMA node (their first touch then places the pool's pages there).
+  /// -1: no pinning. A no-op on single-node machines.
+  int numa_node = -1;
+  /// When the file is not (mostly) in the page cache, tell the kernel which pages the batch
+  /// entering the prefetch window will read (madvise/fadvise WILLNEED, from the known order).
+  bool os_hints = true;
 };
 
 class Loader {

@@ -217,3 +217,33 @@ def test_buffers_return_to_the_pool_rss_flat_over_ten_epochs(tmp_path):
     gc.collect()
     assert rss_mb() - start < 16, f"RSS grew from {start:.0f} MB to {rss_mb():.0f} MB"
     assert loader.stats()["pool_slots"] <= loader.stats()["prefetch"] + 2
+
+
+def test_ctrl_c_interrupts_iteration_promptly(small_file, tmp_path):
+    path = small_file[0]
+    script = tmp_path / "slow.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {os.path.dirname(ferry.__path__[0])!r})
+        import ferry
+        # Each read takes 50 ms: the consumer is always waiting inside next() when SIGINT arrives.
+        loader = ferry.Loader({path!r}, batch_size=100, num_threads=1, _faults={{"delay_us": 50000}})
+        print("ready", flush=True)
+        try:
+            for batch in loader:
+                pass
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(7)
+    """))
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 7 and "interrupted" in out
+    assert time.monotonic() - start < 10, "KeyboardInterrupt and shutdown took too long"
