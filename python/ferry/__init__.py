@@ -19,5 +19,6 @@ from ferry._ferry import (  # noqa: F401
 )
 from ferry.loader import Loader  # noqa: F401
 from ferry.writing import write, write_from  # noqa: F401
+from ferry._ferry import TileFuture, TileLoader  # noqa: F401
 
 __version__ = "0.1.0"
