@@ -56,7 +56,7 @@ py::object field_to_python(const FieldSpec& spec, const FieldView& v) {
   std::vector<py::ssize_t> shape(spec.shape.begin(), spec.shape.end());
   py::array out(py::dtype(numpy_dtype(spec.dtype)), shape);
   std::memcpy(out.mutable_data(), v.data, v.size);
-  return std::move(out);
+  return out;
 }
 
 }  // namespace
