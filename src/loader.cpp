@@ -291,7 +291,13 @@ struct Loader::Impl {
     for (uint64_t i = 0; i < s.size; ++i) {
       if (i + kAhead < s.size) {
         const uint64_t ahead = s.sample_ids[i + kAhead];
-        for (size_t f = 0; f < nf; ++f) __builtin_prefetch(file_base + L.field_offset(ahead, field_index[f]));
+        for (size_t f = 0; f < nf; ++f) {
+          // Every cache line of small fields (up to 2 KiB): random samples each start a new
+          // stream the hardware prefetcher has not seen yet.
+          const uint8_t* p = file_base + L.field_offset(ahead, field_index[f]);
+          const uint64_t len = std::min<uint64_t>(L.sample_fields(ahead)[field_index[f]].length, 2048);
+          for (uint64_t off = 0; off < len; off += 64) __builtin_prefetch(p + off);
+        }
       }
       if (i + 2 * kAhead < s.size) __builtin_prefetch(L.sample_fields(s.sample_ids[i + 2 * kAhead]).data());
       const uint64_t id = s.sample_ids[i];
