@@ -20,6 +20,7 @@ struct BatchSlot {
   std::vector<uint64_t> sample_ids;
   uint64_t size = 0, epoch = 0, index = 0;
   uint64_t bytes = 0, skipped = 0;  // for metrics, counted when the batch is delivered
+  uint64_t truncated = 0;           // samples already lent to the batch before (on_error=skip)
   std::exception_ptr error;  // on_error=raise: thrown by next() when this batch is reached
   std::chrono::steady_clock::time_point claimed;
 };

@@ -55,6 +55,8 @@ struct Loader::Impl {
   uint64_t in_flight = 0;    // claimed, not yet ready (any generation)
   uint64_t generation = 0;   // bumped by set_epoch: work of older generations is discarded
   std::map<uint64_t, BatchSlot*> ready;
+  std::map<uint64_t, uint64_t> borrowed;  // on_error=skip: samples lent by batch j to the one before
+  uint64_t lend_window_end = 0;            // while borrowing: workers may claim below this too
   bool stop = false;
   std::atomic<bool> stop_flag{false};  // read lock-free by workers between chunks of a batch
 
@@ -180,6 +182,7 @@ struct Loader::Impl {
     LoaderState mine = fingerprint();
     mine.epoch = r.epoch;
     mine.next_batch = r.next_batch;
+    mine.borrowed = r.borrowed;
     if (!(mine == r))
       throw InvalidArgument("cannot resume: the state was saved with other settings or data (saved " + r.to_json() +
                             ", this loader " + mine.to_json() + ")");
@@ -198,11 +201,13 @@ struct Loader::Impl {
     next_claim = delivered = std::min(first_batch, num_batches);
     for (auto& [k, slot] : ready) pool->put(slot);
     ready.clear();
+    borrowed.clear();
     pool->work_cv.notify_all();
   }
 
   bool can_claim() const {
-    return next_claim < num_batches && next_claim - delivered < prefetch && pool->can_take();
+    const bool in_window = next_claim - delivered < prefetch || next_claim < lend_window_end;
+    return next_claim < num_batches && in_window && pool->can_take();
   }
 
   // ---- workers ----
@@ -249,6 +254,7 @@ struct Loader::Impl {
     s.sample_ids.assign(order.begin() + static_cast<std::ptrdiff_t>(begin), order.begin() + static_cast<std::ptrdiff_t>(end));
     s.size = s.sample_ids.size();
     s.skipped = 0;
+    s.truncated = 0;
     keep.assign(s.size, 1);
 
     const auto t0 = Clock::now();
@@ -405,14 +411,55 @@ struct Loader::Impl {
   Batch next(std::optional<Clock::time_point> deadline) {
     const auto t0 = Clock::now();
     std::unique_lock lk(pool->mu);
-    if (stop) throw ShutdownError("loader is shut down");
-    if (delivered == num_batches) {  // end of epoch: the next call starts the next one
-      start_epoch(epoch + 1, 0);
-      return Batch();
-    }
     metrics.record_queue(ready.size(), prefetch);
-    BatchSlot* slot = nullptr;
-    while (!(slot = take_ready())) {
+    while (true) {
+      if (stop) throw ShutdownError("loader is shut down");
+      if (delivered == num_batches) {  // end of epoch: the next call starts the next one
+        start_epoch(epoch + 1, 0);
+        metrics.add_wait(ns_since(t0));
+        return Batch();
+      }
+      auto it = wait_ready(lk, deadline, t0, opt.ordered ? std::optional<uint64_t>(delivered) : std::nullopt);
+      BatchSlot* slot = it->second;
+      const uint64_t k = it->first;
+      if (!slot->error) {
+        apply_borrowed(*slot, k);
+        if (opt.ordered && slot->size < nominal_size(k)) borrow_from_following(lk, deadline, t0, *slot, k);
+      }
+      ready.erase(it);
+      borrowed.erase(k);
+      ++delivered;
+      pool->work_cv.notify_all();  // the window moved
+      metrics.errors_skipped.fetch_add(slot->skipped, std::memory_order_relaxed);
+      if (slot->error) {
+        metrics.add_wait(ns_since(t0));
+        auto err = slot->error;
+        slot->error = nullptr;
+        pool->put(slot);
+        lk.unlock();
+        std::rethrow_exception(err);
+      }
+      // Every sample skipped or lent to the batch before; or drop_last's short final batch.
+      if (slot->size == 0 || (opt.drop_last && slot->size < opt.batch_size)) {
+        pool->put(slot);
+        continue;
+      }
+      metrics.add_wait(ns_since(t0));
+      metrics.add_latency(std::chrono::duration<double, std::milli>(Clock::now() - slot->claimed).count());
+      metrics.batches.fetch_add(1, std::memory_order_relaxed);
+      metrics.samples.fetch_add(slot->size, std::memory_order_relaxed);
+      metrics.bytes.fetch_add(slot->bytes, std::memory_order_relaxed);
+      return pool->wrap(slot);
+    }
+  }
+
+  // Waits until batch `index` (or, with nullopt, any batch) is ready; it stays in `ready`.
+  std::map<uint64_t, BatchSlot*>::iterator wait_ready(std::unique_lock<std::mutex>& lk,
+                                                      std::optional<Clock::time_point> deadline,
+                                                      Clock::time_point t0, std::optional<uint64_t> index) {
+    while (true) {
+      auto it = index ? ready.find(*index) : ready.begin();
+      if (it != ready.end()) return it;
       if (stop) throw ShutdownError("loader is shut down");
       if (in_flight == 0 && !pool->can_take())
         throw CapacityError("all " + std::to_string(pool->total_slots()) + " batch buffers (" +
@@ -422,36 +469,66 @@ struct Loader::Impl {
       if (!deadline) {
         pool->ready_cv.wait(lk);
       } else if (pool->ready_cv.wait_until(lk, *deadline) == std::cv_status::timeout) {
-        if ((slot = take_ready())) break;
+        it = index ? ready.find(*index) : ready.begin();
+        if (it != ready.end()) return it;
         metrics.add_wait(ns_since(t0));
         throw TimeoutError("no batch within the timeout (epoch " + std::to_string(epoch) + ", batch " +
                            std::to_string(delivered) + "); the loader is still running");
       }
     }
-    ++delivered;
-    pool->work_cv.notify_all();  // the window moved
-    metrics.add_wait(ns_since(t0));
-    metrics.add_latency(std::chrono::duration<double, std::milli>(Clock::now() - slot->claimed).count());
-    metrics.batches.fetch_add(1, std::memory_order_relaxed);
-    metrics.samples.fetch_add(slot->size, std::memory_order_relaxed);
-    metrics.bytes.fetch_add(slot->bytes, std::memory_order_relaxed);
-    metrics.errors_skipped.fetch_add(slot->skipped, std::memory_order_relaxed);
-    if (slot->error) {
-      auto err = slot->error;
-      slot->error = nullptr;
-      pool->put(slot);
-      lk.unlock();
-      std::rethrow_exception(err);
-    }
-    return pool->wrap(slot);
   }
 
-  BatchSlot* take_ready() {
-    auto it = opt.ordered ? ready.find(delivered) : ready.begin();
-    if (it == ready.end()) return nullptr;
-    BatchSlot* s = it->second;
-    ready.erase(it);
-    return s;
+  uint64_t nominal_size(uint64_t k) const { return std::min<uint64_t>(opt.batch_size, order->size() - k * opt.batch_size); }
+
+  // on_error=skip leaves batches short; they are filled from the END of the following batch(es)
+  // (so only the lender shrinks, and only by what it lent). `borrowed[j]` counts samples lent by
+  // batch j; it is part of the resume state, so a resumed run shrinks j the same way.
+  void apply_borrowed(BatchSlot& s, uint64_t k) {
+    auto it = borrowed.find(k);
+    const uint64_t want = it == borrowed.end() ? 0 : it->second;
+    if (want <= s.truncated) return;
+    const uint64_t cut = std::min(want - s.truncated, s.size);
+    s.size -= cut;
+    s.sample_ids.resize(s.size);
+    s.truncated = want;
+    s.bytes = 0;
+    for (const auto& f : s.fields) s.bytes += f.bytes(s.size);
+  }
+
+  void borrow_from_following(std::unique_lock<std::mutex>& lk, std::optional<Clock::time_point> deadline,
+                             Clock::time_point t0, BatchSlot& target, uint64_t k) {
+    for (uint64_t j = k + 1; target.size < opt.batch_size && j < num_batches; ++j) {
+      lend_window_end = j + 1;  // workers may claim j even if it lies past the prefetch window
+      pool->work_cv.notify_all();
+      BatchSlot& lender = *wait_ready(lk, deadline, t0, j)->second;
+      lend_window_end = 0;
+      if (lender.error) return;  // on_error=raise: the lender throws in its turn
+      apply_borrowed(lender, j);
+      const uint64_t take = std::min(opt.batch_size - target.size, lender.size);
+      for (uint64_t i = lender.size - take; i < lender.size; ++i) append_sample(target, lender, i);
+      borrowed[j] += take;
+      apply_borrowed(lender, j);
+    }
+  }
+
+  void append_sample(BatchSlot& to, const BatchSlot& from, uint64_t i) const {
+    const uint64_t at = to.size;
+    for (size_t f = 0; f < fields.size(); ++f) {
+      const FieldBuffer& src = from.fields[f];
+      FieldBuffer& dst = to.fields[f];
+      if (src.offsets) {
+        const uint64_t len = src.offsets[i + 1] - src.offsets[i];
+        std::memcpy(dst.data + dst.offsets[at], src.data + src.offsets[i], len);
+        dst.offsets[at + 1] = dst.offsets[at] + len;
+      } else {
+        const uint64_t sz = fields[f].fixed_bytes();
+        std::memcpy(dst.data + at * sz, src.data + i * sz, sz);
+      }
+    }
+    to.sample_ids.push_back(from.sample_ids[i]);
+    to.size = at + 1;
+    to.bytes = 0;
+    for (const auto& f : to.fields) to.bytes += f.bytes(to.size);
   }
 
   void shutdown() {
@@ -484,6 +561,7 @@ Loader::Loader(std::shared_ptr<Reader> reader, LoaderOptions options)
     if (m.opt.resume) {
       m.check_resume(*m.opt.resume);
       m.start_epoch(m.opt.resume->epoch, m.opt.resume->next_batch);
+      m.borrowed = m.opt.resume->borrowed;
     } else {
       m.start_epoch(0, 0);
     }
@@ -527,6 +605,7 @@ LoaderState Loader::state() const {
   std::lock_guard lk(impl_->pool->mu);
   s.epoch = impl_->epoch;
   s.next_batch = impl_->delivered;
+  s.borrowed = impl_->borrowed;
   return s;
 }
 

@@ -175,7 +175,10 @@ std::string LoaderState::to_json() const {
   o << "{\"epoch\":" << epoch << ",\"next_batch\":" << next_batch << ",\"seed\":" << seed << ",\"order\":\""
     << order_name(order) << "\",\"window_pages\":" << window_pages << ",\"batch_size\":" << batch_size
     << ",\"rank\":" << rank << ",\"world_size\":" << world_size << ",\"drop_last\":" << (drop_last ? "true" : "false")
-    << ",\"num_samples\":" << num_samples << ",\"file_xxh64\":" << file_xxh64 << "}";
+    << ",\"num_samples\":" << num_samples << ",\"file_xxh64\":" << file_xxh64 << ",\"borrowed\":\"";
+  for (auto it = borrowed.begin(); it != borrowed.end(); ++it)
+    o << (it == borrowed.begin() ? "" : ",") << it->first << ":" << it->second;
+  o << "\"}";
   return o.str();
 }
 
@@ -188,10 +191,13 @@ LoaderState LoaderState::from_json(const std::string& json) {
     if (v == std::string::npos) throw InvalidArgument("loader state: malformed '" + key + "'");
     ++v;
     while (v < json.size() && json[v] == ' ') ++v;
+    if (v < json.size() && json[v] == '"') {  // a string: up to the closing quote
+      const auto close = json.find('"', v + 1);
+      if (close == std::string::npos) throw InvalidArgument("loader state: unterminated '" + key + "'");
+      return json.substr(v + 1, close - v - 1);
+    }
     const auto e = json.find_first_of(",}", v);
-    std::string raw = json.substr(v, e - v);
-    if (!raw.empty() && raw.front() == '"') raw = raw.substr(1, raw.size() - 2);
-    return raw;
+    return json.substr(v, e - v);
   };
   auto number = [&](const std::string& key) -> uint64_t {
     const std::string v = value(key);
@@ -215,6 +221,22 @@ LoaderState LoaderState::from_json(const std::string& json) {
   s.drop_last = value("drop_last") == "true";
   s.num_samples = number("num_samples");
   s.file_xxh64 = number("file_xxh64");
+  if (json.find("\"borrowed\"") != std::string::npos) {  // "j:count,j:count"
+    std::string list = value("borrowed");
+    size_t pos = 0;
+    while (pos < list.size()) {
+      const size_t comma = std::min(list.find(',', pos), list.size());
+      const std::string item = list.substr(pos, comma - pos);
+      const size_t colon = item.find(':');
+      try {
+        if (colon == std::string::npos) throw std::invalid_argument(item);
+        s.borrowed[std::stoull(item.substr(0, colon))] = std::stoull(item.substr(colon + 1));
+      } catch (const std::exception&) {
+        throw InvalidArgument("loader state: malformed 'borrowed' entry '" + item + "'");
+      }
+      pos = comma + 1;
+    }
+  }
   return s;
 }
 

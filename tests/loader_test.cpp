@@ -37,6 +37,17 @@ std::vector<std::vector<int64_t>> drain_epoch(Loader& loader) {
   return out;
 }
 
+// Like drain_epoch, without assuming batch indices are consecutive (skip may empty a batch).
+std::vector<std::vector<int64_t>> drain_epoch_any(Loader& loader) {
+  std::vector<std::vector<int64_t>> out;
+  while (Batch b = loader.next()) {
+    std::vector<int64_t> labels;
+    for (uint64_t i = 0; i < b.size(); ++i) labels.push_back(label_at(b, i));
+    out.push_back(std::move(labels));
+  }
+  return out;
+}
+
 std::vector<int64_t> flatten(const std::vector<std::vector<int64_t>>& batches) {
   std::vector<int64_t> all;
   for (const auto& b : batches) all.insert(all.end(), b.begin(), b.end());
@@ -212,18 +223,78 @@ TEST_F(LoaderTest, RaiseDeliversEarlierBatchesThenNamesFileSampleAndCause) {
   EXPECT_EQ(after.index(), 44u);
 }
 
-TEST_F(LoaderTest, SkipDropsFailedSamplesAndCountsThem) {
+TEST_F(LoaderTest, SkipDropsFailedSamplesAndFillsBatchesFromTheNext) {
+  for (uint64_t bs : {1ull, 3ull, 16ull}) {
+    LoaderOptions o;
+    o.batch_size = bs;
+    o.on_error = OnError::skip;
+    o.num_threads = 2;
+    o.order = OrderKind::sequential;
+    Loader loader(faulty_reader(fixed_, {3, 4, 5, 500, 999}), o);
+    std::vector<std::vector<int64_t>> batches;
+    while (Batch b = loader.next()) {
+      std::vector<int64_t> labels;
+      for (uint64_t i = 0; i < b.size(); ++i) labels.push_back(label_at(b, i));
+      batches.push_back(labels);
+    }
+    const auto all = flatten(batches);
+    std::set<int64_t> seen(all.begin(), all.end());
+    EXPECT_EQ(all.size(), 995u) << "bs " << bs;
+    EXPECT_EQ(seen.size(), 995u);
+    EXPECT_FALSE(seen.count(3) || seen.count(4) || seen.count(5) || seen.count(500) || seen.count(999));
+    for (size_t i = 0; i + 1 < batches.size(); ++i) ASSERT_EQ(batches[i].size(), bs) << "batch " << i << " bs " << bs;
+    EXPECT_EQ(loader.metrics().errors_skipped, 5u);
+  }
+}
+
+TEST_F(LoaderTest, SkipWithDropLastKeepsEveryBatchFull) {
   LoaderOptions o;
-  o.batch_size = 16;
+  o.batch_size = 10;
   o.on_error = OnError::skip;
-  o.num_threads = 2;
-  Loader loader(faulty_reader(fixed_, {3, 500, 999}), o);
-  const auto all = flatten(drain_epoch(loader));
-  std::set<int64_t> seen(all.begin(), all.end());
-  EXPECT_EQ(all.size(), 997u);
-  EXPECT_EQ(seen.size(), 997u);
-  EXPECT_FALSE(seen.count(3) || seen.count(500) || seen.count(999));
-  EXPECT_EQ(loader.metrics().errors_skipped, 3u);
+  o.drop_last = true;
+  Loader loader(faulty_reader(fixed_, {1, 2, 3}), o);
+  uint64_t n = 0, batches = 0;
+  while (Batch b = loader.next()) {
+    EXPECT_EQ(b.size(), 10u);
+    n += b.size();
+    ++batches;
+  }
+  EXPECT_EQ(batches, 99u);  // 997 samples: the short last batch is dropped
+  EXPECT_EQ(n, 990u);
+}
+
+TEST_F(LoaderTest, SkipResumeReproducesBorrowing) {
+  LoaderOptions o;
+  o.batch_size = 7;
+  o.on_error = OnError::skip;
+  o.order = OrderKind::random;
+  o.seed = 4;
+  const std::vector<uint64_t> failing = {10, 11, 12, 13, 14, 15, 16, 17, 400};
+  std::vector<std::vector<int64_t>> full;
+  {
+    Loader loader(faulty_reader(fixed_, failing), o);
+    for (auto& b : drain_epoch_any(loader)) full.push_back(b);
+  }
+  for (uint64_t stop_at : {1ull, 5ull, 40ull, 100ull}) {
+    std::vector<std::vector<int64_t>> got;
+    LoaderState saved;
+    {
+      Loader loader(faulty_reader(fixed_, failing), o);
+      for (uint64_t i = 0; i < stop_at; ++i) {
+        Batch b = loader.next();
+        std::vector<int64_t> labels;
+        for (uint64_t j = 0; j < b.size(); ++j) labels.push_back(label_at(b, j));
+        got.push_back(labels);
+      }
+      saved = LoaderState::from_json(loader.state().to_json());
+      EXPECT_EQ(saved, loader.state());
+    }
+    LoaderOptions r = o;
+    r.resume = saved;
+    Loader loader(faulty_reader(fixed_, failing), r);
+    for (auto& b : drain_epoch_any(loader)) got.push_back(b);
+    EXPECT_EQ(got, full) << "stopped at " << stop_at;
+  }
 }
 
 TEST_F(LoaderTest, TransformRunsInPlaceAndItsFailuresFollowOnError) {

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -43,13 +44,18 @@ using Transform = std::function<void(SampleSlot&)>;
 
 enum class OnError {
   raise,  ///< next() throws SampleError for the batch holding the failed sample (after every earlier batch)
-  skip,   ///< the sample is dropped and counted; its batch comes out one sample short
+  /// The sample is dropped and counted; its batch is filled up from the end of the following
+  /// batch (ordered mode; unordered batches come out short). The epoch's last batch comes out
+  /// shorter by the number of samples skipped (and is dropped if drop_last).
+  skip,
 };
 
 /// Where the loader is: enough to resume and yield exactly the batches an uninterrupted run would.
 struct LoaderState {
   uint64_t epoch = 0;
   uint64_t next_batch = 0;  ///< batches of `epoch` already delivered
+  /// on_error=skip: samples batch j (>= next_batch) already lent to the batch before it.
+  std::map<uint64_t, uint64_t> borrowed;
   // Fingerprint: a resume with different settings or data would not yield the same batches.
   uint64_t seed = 0;
   OrderKind order = OrderKind::quasi_random;
