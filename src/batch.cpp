@@ -91,12 +91,14 @@ BatchSlot* BatchPool::take() {
 void BatchPool::put(BatchSlot* slot) { free_.push_back(slot); }
 
 void BatchPool::release(BatchSlot* slot) noexcept {
+  bool was_exhausted;
   {
     std::lock_guard lk(mu);
+    // Workers can be waiting for a slot only if none was free and the pool cannot grow.
+    was_exhausted = free_.empty() && slots_.size() >= max_slots_;
     free_.push_back(slot);
   }
-  work_cv.notify_all();
-  ready_cv.notify_all();  // a consumer waiting on a full pool may now make progress
+  if (was_exhausted) work_cv.notify_all();
 }
 
 // ---- Batch ----

@@ -22,6 +22,8 @@ namespace {
 constexpr uint64_t kDefaultGrowthBytes = 1ull << 30;
 constexpr uint64_t kDefaultPoolBytes = 128ull << 20;
 constexpr size_t kReadChunk = 32;            // requests per read_many between stop checks
+constexpr auto kSpin = std::chrono::microseconds(50);  // consumer polls this long before sleeping
+
 
 uint64_t ns_since(Clock::time_point t0) {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
@@ -59,6 +61,7 @@ struct Loader::Impl {
   uint64_t lend_window_end = 0;            // while borrowing: workers may claim below this too
   bool stop = false;
   std::atomic<bool> stop_flag{false};  // read lock-free by workers between chunks of a batch
+  std::atomic<uint64_t> ready_events{0};  // bumped when a batch becomes ready: the consumer spins on it
 
   std::vector<std::thread> workers;
 
@@ -240,6 +243,7 @@ struct Loader::Impl {
         continue;
       }
       ready.emplace(task.index, slot);
+      ready_events.fetch_add(1, std::memory_order_release);
       pool->ready_cv.notify_all();
     }
   }
@@ -429,7 +433,10 @@ struct Loader::Impl {
       ready.erase(it);
       borrowed.erase(k);
       ++delivered;
-      pool->work_cv.notify_all();  // the window moved
+      // The window moved. Sleeping workers are woken once half of it is free rather than for
+      // every batch: each wake-up of a sleeping thread costs a cross-core interrupt (and on a
+      // VM an exit), which at millions of samples per second is a large share of a batch.
+      if (next_claim - delivered <= prefetch / 2) pool->work_cv.notify_all();
       metrics.errors_skipped.fetch_add(slot->skipped, std::memory_order_relaxed);
       if (slot->error) {
         metrics.add_wait(ns_since(t0));
@@ -457,6 +464,7 @@ struct Loader::Impl {
   std::map<uint64_t, BatchSlot*>::iterator wait_ready(std::unique_lock<std::mutex>& lk,
                                                       std::optional<Clock::time_point> deadline,
                                                       Clock::time_point t0, std::optional<uint64_t> index) {
+    bool spun = false;
     while (true) {
       auto it = index ? ready.find(*index) : ready.begin();
       if (it != ready.end()) return it;
@@ -466,6 +474,10 @@ struct Loader::Impl {
                             std::to_string(pool->total_slots() * pool->slot_bytes()) +
                             " bytes) are held by the consumer: release batches you no longer need, or raise "
                             "memory_budget");
+      if (!spun && spin_for_ready(lk, deadline)) {
+        spun = true;
+        continue;
+      }
       if (!deadline) {
         pool->ready_cv.wait(lk);
       } else if (pool->ready_cv.wait_until(lk, *deadline) == std::cv_status::timeout) {
@@ -476,6 +488,21 @@ struct Loader::Impl {
                            std::to_string(delivered) + "); the loader is still running");
       }
     }
+  }
+
+  // Before sleeping, the consumer polls for up to kSpin with the lock released: a batch that is
+  // about to be ready is then picked up without a wake-up (see the note in next()). Returns
+  // false (no spin) when a worker is not busy on a batch, since nothing could arrive then.
+  bool spin_for_ready(std::unique_lock<std::mutex>& lk, std::optional<Clock::time_point> deadline) {
+    if (in_flight == 0) return false;
+    const uint64_t seen = ready_events.load(std::memory_order_acquire);
+    lk.unlock();
+    auto until = Clock::now() + kSpin;
+    if (deadline && *deadline < until) until = *deadline;
+    // yield, not a pause loop: if the worker we wait for shares this core, it runs now.
+    while (ready_events.load(std::memory_order_acquire) == seen && Clock::now() < until) std::this_thread::yield();
+    lk.lock();
+    return true;
   }
 
   uint64_t nominal_size(uint64_t k) const { return std::min<uint64_t>(opt.batch_size, order->size() - k * opt.batch_size); }

@@ -89,7 +89,7 @@ Metrics LoaderMetrics::snapshot(uint32_t threads, uint32_t prefetch) const {
     s.busy_seconds = static_cast<double>(ns->load(std::memory_order_relaxed)) / 1e9;
     s.items = produced.load(std::memory_order_relaxed);
     s.utilization = s.busy_seconds / capacity;
-    s.items_per_second = s.busy_seconds > 0 ? static_cast<double>(s.items) / s.busy_seconds * threads : 0;
+    s.items_per_second = s.busy_seconds > 0 ? static_cast<double>(s.items) / s.busy_seconds : 0;
     m.stages.push_back(s);
   }
   m.consumer_wait_seconds = static_cast<double>(wait_ns_) / 1e9;
@@ -151,7 +151,7 @@ std::string Metrics::to_table() const {
   o << "ferry loader: " << fmt("%.2f s", wall_seconds) << ", " << threads << " threads, prefetch " << prefetch
     << ", pool " << pool_slots << "/" << pool_max_slots << " × " << human_bytes(static_cast<double>(slot_bytes))
     << "\n";
-  o << "  stage           busy s   util   samples/s (per busy s)\n";
+  o << "  stage           busy s   util   samples per busy thread-second\n";
   for (const auto& s : stages)
     o << "  " << s.name << std::string(16 - std::min<size_t>(15, s.name.size()), ' ')
       << fmt("%6.2f", s.busy_seconds) << fmt("%7.1f%%", 100 * s.utilization) << "   "

@@ -12,7 +12,7 @@ struct StageMetrics {
   double busy_seconds = 0;   ///< summed over threads
   uint64_t items = 0;        ///< samples handled
   double utilization = 0;    ///< busy / (wall × threads): 1.0 means every thread busy all the time
-  double items_per_second = 0;
+  double items_per_second = 0;  ///< items / busy_seconds: one busy thread's rate
 };
 
 struct Metrics {
