@@ -226,7 +226,7 @@ class LayoutParser {
       pos += name_len;
       need(8ull * ndim);
       f.shape.resize(ndim);
-      std::memcpy(f.shape.data(), p + pos, 8ull * ndim);
+      if (ndim) std::memcpy(f.shape.data(), p + pos, 8ull * ndim);  // a scalar's shape has no data()
       pos += 8ull * ndim;
       s.fields.push_back(std::move(f));
     }

@@ -31,6 +31,17 @@ uint64_t ns_since(Clock::time_point t0) {
 
 }  // namespace
 
+// The OS hint for an order. quasi_random reads pages in a shuffled order but each page whole:
+// `normal` keeps the kernel's read-around, which is what makes it fast on a cold file.
+AccessPattern access_pattern(OrderKind order) {
+  switch (order) {
+    case OrderKind::sequential: return AccessPattern::sequential;
+    case OrderKind::random: return AccessPattern::random;
+    case OrderKind::quasi_random: break;
+  }
+  return AccessPattern::normal;
+}
+
 /// One unit of work: batch `index` of `epoch`, made for scheduling generation `generation`.
 struct Task {
   uint64_t index, epoch, generation;
@@ -574,10 +585,7 @@ struct Loader::Impl {
 };
 
 Loader::Loader(const std::string& path, LoaderOptions options)
-    : Loader(Reader::open(path, SourceOptions{options.backend, options.order == OrderKind::sequential
-                                                                   ? AccessPattern::sequential
-                                                                   : AccessPattern::random}),
-             std::move(options)) {}
+    : Loader(Reader::open(path, SourceOptions{options.backend, access_pattern(options.order)}), std::move(options)) {}
 
 Loader::Loader(std::shared_ptr<Reader> reader, LoaderOptions options)
     : impl_(std::make_unique<Impl>(std::move(reader), std::move(options))) {

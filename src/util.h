@@ -45,14 +45,6 @@ class Fd {
   int fd_ = -1;
 };
 
-/// Memory from aligned_alloc, freed with free().
-struct FreeDeleter {
-  void operator()(void* p) const noexcept { std::free(p); }
-};
-using AlignedBuffer = std::unique_ptr<uint8_t[], FreeDeleter>;
-/// Allocates `bytes` (rounded up to `alignment`) aligned to `alignment`; throws std::bad_alloc.
-AlignedBuffer aligned_alloc_bytes(uint64_t bytes, uint64_t alignment);
-
 /// SplitMix64: a tiny, well-mixed generator. ferry's orders and synthetic data use it (rather
 /// than std::shuffle/std::mt19937 distributions) so results are identical on every platform.
 class SplitMix64 {

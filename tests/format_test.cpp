@@ -14,7 +14,9 @@ namespace {
 
 using testing::TempDir;
 
-const Backend kBackends[] = {Backend::mmap, Backend::pread};
+// Every backend; one this machine cannot use (no io_uring, a filesystem refusing O_DIRECT) is
+// skipped with the reason, never failed.
+const Backend kBackends[] = {Backend::mmap, Backend::pread, Backend::io_uring, Backend::direct};
 
 std::vector<uint8_t> pattern(uint64_t sample, uint64_t field, uint64_t n) {
   std::vector<uint8_t> v(n);
@@ -68,6 +70,7 @@ TEST_P(RoundTrip, EveryKindAndDType) {
   const Schema s = all_kinds_schema();
   const uint64_t n = 60;
   write_all_kinds(path, s, n, page_size);
+  if (const std::string why = backend_unavailable_reason(backend, path); !why.empty()) GTEST_SKIP() << why;
 
   auto r = Reader::open(path, {backend});
   EXPECT_EQ(r->schema(), s);
@@ -81,7 +84,9 @@ TEST_P(RoundTrip, EveryKindAndDType) {
       const uint64_t len = s.fields[f].kind == FieldKind::bytes ? blob_len(i, page_size) : s.fields[f].fixed_bytes();
       ASSERT_EQ(fields[f].size, len) << "sample " << i << " field " << f;
       const auto want = pattern(i, f, len);
-      ASSERT_EQ(0, std::memcmp(fields[f].data, want.data(), len)) << "sample " << i << " field " << f;
+      if (len) {  // an empty vector's data() may be null, which memcmp must not see
+        ASSERT_EQ(0, std::memcmp(fields[f].data, want.data(), len)) << "sample " << i << " field " << f;
+      }
       if (s.fields[f].kind == FieldKind::ndarray) {  // zero-copy views must be aligned for the dtype
         EXPECT_EQ(reinterpret_cast<uintptr_t>(fields[f].data) % dtype_size(s.fields[f].dtype), 0u);
       }
@@ -113,6 +118,7 @@ TEST(Format, ZeroSamples) {
   Writer w(dir.file("empty.ferry"), s, {});
   w.close();
   for (Backend b : kBackends) {
+    if (!backend_unavailable_reason(b, dir.file("empty.ferry")).empty()) continue;
     auto r = Reader::open(dir.file("empty.ferry"), {b});
     EXPECT_EQ(r->num_samples(), 0u);
     EXPECT_EQ(r->layout().num_pages(), 0u);
