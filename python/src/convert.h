@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <vector>
 
 #include "ferry/format.h"
 
@@ -17,6 +18,17 @@ inline const char* numpy_dtype(DType t) {
   static const char* names[] = {"uint8", "int8",   "uint16", "int16",  "uint32",  "int32",
                                 "uint64", "int64", "float16", "uint16", "float32", "float64"};
   return names[static_cast<int>(t)];
+}
+
+/// numpy_dtype() as a dtype object, built once per type (parsing the name costs a few µs, and
+/// batches are converted thousands of times a second).
+inline const py::dtype& cached_numpy_dtype(DType t) {
+  static std::vector<py::dtype>* cache = [] {
+    auto* v = new std::vector<py::dtype>();  // leaked on purpose: outlives interpreter shutdown order
+    for (int i = 0; i < kNumDTypes; ++i) v->push_back(py::dtype(numpy_dtype(static_cast<DType>(i))));
+    return v;
+  }();
+  return (*cache)[static_cast<int>(t)];
 }
 
 /// A schema as Python sees it: [{"name", "kind" ("ndarray"|"bytes"), "dtype", "shape"}].

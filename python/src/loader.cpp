@@ -75,7 +75,7 @@ py::array field_view(const py::object& self, const Batch& b, const FieldBuffer& 
   if (f.offsets) throw std::logic_error("bytes field");
   std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(b.size())};
   for (uint64_t d : f.spec->shape) shape.push_back(static_cast<py::ssize_t>(d));
-  return py::array(py::dtype(numpy_dtype(f.spec->dtype)), shape, {}, f.data, self);
+  return py::array(cached_numpy_dtype(f.spec->dtype), shape, {}, f.data, self);
 }
 
 py::dict batch_arrays(const py::object& self) {
@@ -84,8 +84,8 @@ py::dict batch_arrays(const py::object& self) {
   for (size_t i = 0; i < b.num_fields(); ++i) {
     const FieldBuffer& f = b.field(i);
     if (f.offsets) {
-      py::array data(py::dtype("uint8"), {static_cast<py::ssize_t>(f.offsets[b.size()])}, {}, f.data, self);
-      py::array offsets(py::dtype("uint64"), {static_cast<py::ssize_t>(b.size() + 1)}, {}, f.offsets, self);
+      py::array data(cached_numpy_dtype(DType::u8), {static_cast<py::ssize_t>(f.offsets[b.size()])}, {}, f.data, self);
+      py::array offsets(cached_numpy_dtype(DType::u64), {static_cast<py::ssize_t>(b.size() + 1)}, {}, f.offsets, self);
       out[py::str(f.spec->name)] = py::make_tuple(data, offsets);
     } else {
       out[py::str(f.spec->name)] = field_view(self, b, f);
