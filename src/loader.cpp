@@ -22,6 +22,7 @@ namespace {
 constexpr uint64_t kDefaultGrowthBytes = 1ull << 30;
 constexpr uint64_t kDefaultPoolBytes = 128ull << 20;
 constexpr size_t kReadChunk = 32;            // requests per read_many between stop checks
+constexpr uint64_t kLargeSampleBytes = 64 * 1024;  // auto: from here on, pread rather than mmap
 constexpr auto kSpin = std::chrono::microseconds(50);  // consumer polls this long before sleeping
 
 
@@ -40,6 +41,28 @@ AccessPattern access_pattern(OrderKind order) {
     case OrderKind::quasi_random: break;
   }
   return AccessPattern::normal;
+}
+
+// Mean span of a sample in the file, from the validated index.
+uint64_t mean_sample_bytes(const Layout& layout) {
+  if (layout.num_samples() == 0) return 0;
+  const uint64_t used = layout.page_offset(layout.num_pages() - 1) + layout.pages().back().used - layout.data_offset();
+  return used / layout.num_samples();
+}
+
+// `auto` for a loader: open_source's rule, refined by what only the index tells. Large samples
+// (>= 64 KiB) are read with pread instead of mmap: both copy each byte once, but pread keeps the
+// process's RSS to the batch pool rather than every file page it ever touched (docs/io.md).
+std::shared_ptr<Reader> open_for_loading(const std::string& path, const LoaderOptions& options) {
+  const SourceOptions so{options.backend, access_pattern(options.order)};
+  auto reader = Reader::open(path, so);
+  if (options.backend == Backend::auto_select && reader->source().backend_name() == "mmap" &&
+      mean_sample_bytes(reader->layout()) >= kLargeSampleBytes) {
+    auto pread = std::shared_ptr<Source>(open_pread_source(path));
+    pread->advise(so.pattern);
+    return Reader::open(std::move(pread));
+  }
+  return reader;
 }
 
 /// One unit of work: batch `index` of `epoch`, made for scheduling generation `generation`.
@@ -585,7 +608,7 @@ struct Loader::Impl {
 };
 
 Loader::Loader(const std::string& path, LoaderOptions options)
-    : Loader(Reader::open(path, SourceOptions{options.backend, access_pattern(options.order)}), std::move(options)) {}
+    : Loader(open_for_loading(path, options), std::move(options)) {}
 
 Loader::Loader(std::shared_ptr<Reader> reader, LoaderOptions options)
     : impl_(std::make_unique<Impl>(std::move(reader), std::move(options))) {
