@@ -237,7 +237,7 @@ def main():
             checks = [("ferry ≥ 2× DataLoader's best", f["rate"] >= 2 * best_dl, f"{f['rate'] / best_dl:.1f}×")]
         fp = rows["ferry-pread"]
         dl_anon = min(rows["dataloader-0"]["anon_above_mb"], rows["dataloader-2"]["anon_above_mb"])
-        checks += [("peak RSS ≤ half DataLoader's (default mmap backend: RSS counts the mapped file)",
+        checks += [("peak RSS ≤ half DataLoader's (default backend; with mmap, RSS counts the mapped file)",
                     f["rss_mb"] <= dl_rss / 2, f"{f['rss_mb']:.0f} vs {dl_rss:.0f} MB"),
                    ("peak RSS ≤ half DataLoader's (pread backend)", fp["rss_mb"] <= dl_rss / 2,
                     f"{fp['rss_mb']:.0f} vs {dl_rss:.0f} MB, at {fp['rate'] / f['rate']:.2f}× mmap's samples/s"),

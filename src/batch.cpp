@@ -17,24 +17,28 @@ constexpr uint64_t kHugePage = 2u << 20;
 
 class DefaultAllocator final : public HostAllocator {
  public:
+  explicit DefaultAllocator(bool huge_pages) : huge_pages_(huge_pages) {}
   void* allocate(uint64_t bytes) override {
-    // Large buffers are 2 MiB aligned and advised as huge pages: fewer TLB misses when the
-    // workers stream samples into them and the consumer reads them back.
+    // Large buffers are 2 MiB aligned either way, so huge pages can back them when asked for.
     const uint64_t align = bytes >= kHugePage ? kHugePage : 64;
     void* p = std::aligned_alloc(align, detail::align_up(bytes, align));
     if (!p) throw std::bad_alloc();
-    if (align == kHugePage) ::madvise(p, detail::align_up(bytes, align), MADV_HUGEPAGE);
+    if (huge_pages_ && align == kHugePage) ::madvise(p, detail::align_up(bytes, align), MADV_HUGEPAGE);
     return p;
   }
   void deallocate(void* p, uint64_t) noexcept override { std::free(p); }
-  std::string_view name() const override { return "host"; }
+  std::string_view name() const override { return huge_pages_ ? "host (huge pages)" : "host"; }
+
+ private:
+  bool huge_pages_;
 };
 
 }  // namespace
 
-std::shared_ptr<HostAllocator> default_host_allocator() {
-  static auto a = std::make_shared<DefaultAllocator>();
-  return a;
+std::shared_ptr<HostAllocator> default_host_allocator(bool huge_pages) {
+  static auto plain = std::make_shared<DefaultAllocator>(false);
+  static auto huge = std::make_shared<DefaultAllocator>(true);
+  return huge_pages ? huge : plain;
 }
 
 BatchPool::BatchPool(std::vector<FieldSpec> fields, uint64_t batch_size, std::vector<uint64_t> field_capacity,

@@ -60,7 +60,7 @@ std::shared_ptr<Reader> open_for_loading(const std::string& path, const LoaderOp
       mean_sample_bytes(reader->layout()) >= kLargeSampleBytes) {
     auto pread = std::shared_ptr<Source>(open_pread_source(path));
     pread->advise(so.pattern);
-    return Reader::open(std::move(pread));
+    return reader->with_source(std::move(pread));
   }
   return reader;
 }
@@ -173,7 +173,7 @@ struct Loader::Impl {
     std::vector<uint64_t> capacity;
     for (size_t i = 0; i < fields.size(); ++i)
       capacity.push_back(reader->layout().top_k_field_bytes(field_index[i], opt.batch_size));
-    auto alloc = opt.allocator ? opt.allocator : default_host_allocator();
+    auto alloc = opt.allocator ? opt.allocator : default_host_allocator(opt.huge_pages);
     // Slot size is needed to turn the budget into a slot count: build a probe pool first.
     auto probe = std::make_shared<BatchPool>(fields, opt.batch_size, capacity, 0, alloc);
     const uint64_t slot_bytes = probe->slot_bytes();

@@ -464,6 +464,7 @@ TEST_F(LoaderTest, NumaPinningAndColdFileHintsKeepResultsExact) {
   for (Backend backend : {Backend::mmap, Backend::pread}) {
     evict_from_page_cache(fixed_);  // cold (where the filesystem lets go): hints are issued
     o.backend = backend;
+    o.huge_pages = backend == Backend::mmap;  // MADV_HUGEPAGE on the pool changes nothing visible
     Loader loader(fixed_, o);
     EXPECT_EQ(flatten(drain_epoch(loader)), want);
   }

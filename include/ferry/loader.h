@@ -93,7 +93,8 @@ struct LoaderOptions {
   Transform transform;
   Backend backend = Backend::auto_select;
   std::optional<LoaderState> resume;
-  std::shared_ptr<HostAllocator> allocator;  ///< null: default_host_allocator()
+  std::shared_ptr<HostAllocator> allocator;  ///< null: default_host_allocator(huge_pages)
+  bool huge_pages = false;      ///< MADV_HUGEPAGE on pool buffers (see default_host_allocator)
   std::string device = "cpu";   ///< "cpu", "cuda", "cuda:N" (needs the CUDA build)
   /// Pin worker threads to this NUMA node (their first touch then places the pool's pages there).
   /// -1: no pinning. A no-op on single-node machines.

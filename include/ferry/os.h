@@ -13,8 +13,8 @@
 namespace ferry {
 
 /// Fraction in [0, 1] of `path`'s pages in the page cache (mincore over a temporary read-only
-/// mapping). Files over 4 GiB are sampled (1024 evenly spread windows of 4 MiB), so the result is
-/// an estimate there. An empty file counts as fully resident. Caveat (Linux >= 5.0): for a file
+/// mapping). Files over 64 MiB are sampled (256 evenly spread windows of 256 KiB), so the result
+/// is an estimate there. An empty file counts as fully resident. Caveat (Linux >= 5.0): for a file
 /// the caller neither owns nor may write, the kernel reports only pages mapped by this process,
 /// so the result may read low. Throws IoError if the file cannot be opened or mapped.
 double resident_fraction(const std::string& path);

@@ -36,6 +36,11 @@ class Reader {
   /// Same over an already-open source (test doubles, custom backends).
   static std::shared_ptr<Reader> open(std::shared_ptr<Source> source);
 
+  /// The same validated layout read through another source of the SAME file (no re-parse).
+  std::shared_ptr<Reader> with_source(std::shared_ptr<Source> source) const {
+    return std::shared_ptr<Reader>(new Reader(std::move(source), layout_));
+  }
+
   const Layout& layout() const { return layout_; }
   const Schema& schema() const { return layout_.schema(); }
   uint64_t num_samples() const { return layout_.num_samples(); }
