@@ -425,23 +425,29 @@ struct Loader::Impl {
   void compact(BatchSlot& s, const std::vector<uint8_t>& keep) const {
     if (std::all_of(keep.begin(), keep.end(), [](uint8_t k) { return k; })) return;
     uint64_t out = 0;
-    for (uint64_t i = 0; i < s.size; ++i) {
-      if (!keep[i]) continue;
-      for (size_t f = 0; f < fields.size(); ++f) {
-        FieldBuffer& fb = s.fields[f];
-        if (fb.offsets) {
-          const uint64_t len = fb.offsets[i + 1] - fb.offsets[i];
-          std::memmove(fb.data + fb.offsets[out], fb.data + fb.offsets[i], len);
-          fb.offsets[out + 1] = fb.offsets[out] + len;
-        } else {
-          const uint64_t sz = fields[f].fixed_bytes();
-          std::memmove(fb.data + out * sz, fb.data + i * sz, sz);
-        }
-      }
-      s.sample_ids[out++] = s.sample_ids[i];
-    }
+    for (uint64_t i = 0; i < s.size; ++i)
+      if (keep[i]) move_sample(s, i, s, out++);
     s.size = out;
     s.sample_ids.resize(out);
+  }
+
+  // Copies sample i of `from` to position `at` of `to` (which may be the same slot, at <= i).
+  // Positions before `at` must be filled: a bytes field's value starts at offsets[at].
+  void move_sample(const BatchSlot& from, uint64_t i, BatchSlot& to, uint64_t at) const {
+    for (size_t f = 0; f < fields.size(); ++f) {
+      const FieldBuffer& src = from.fields[f];
+      FieldBuffer& dst = to.fields[f];
+      if (src.offsets) {
+        const uint64_t len = src.offsets[i + 1] - src.offsets[i];
+        std::memmove(dst.data + dst.offsets[at], src.data + src.offsets[i], len);
+        dst.offsets[at + 1] = dst.offsets[at] + len;
+      } else {
+        const uint64_t sz = fields[f].fixed_bytes();
+        std::memmove(dst.data + at * sz, src.data + i * sz, sz);
+      }
+    }
+    if (to.sample_ids.size() <= at) to.sample_ids.resize(at + 1);
+    to.sample_ids[at] = from.sample_ids[i];
   }
 
   // ---- consumer ----
@@ -573,24 +579,12 @@ struct Loader::Impl {
   }
 
   void append_sample(BatchSlot& to, const BatchSlot& from, uint64_t i) const {
-    const uint64_t at = to.size;
-    for (size_t f = 0; f < fields.size(); ++f) {
-      const FieldBuffer& src = from.fields[f];
-      FieldBuffer& dst = to.fields[f];
-      if (src.offsets) {
-        const uint64_t len = src.offsets[i + 1] - src.offsets[i];
-        std::memcpy(dst.data + dst.offsets[at], src.data + src.offsets[i], len);
-        dst.offsets[at + 1] = dst.offsets[at] + len;
-      } else {
-        const uint64_t sz = fields[f].fixed_bytes();
-        std::memcpy(dst.data + at * sz, src.data + i * sz, sz);
-      }
-    }
-    to.sample_ids.push_back(from.sample_ids[i]);
-    to.size = at + 1;
+    move_sample(from, i, to, to.size);
+    to.size += 1;
     to.bytes = 0;
     for (const auto& f : to.fields) to.bytes += f.bytes(to.size);
   }
+
 
   void shutdown() {
     {

@@ -25,28 +25,26 @@ int64_t label_at(const Batch& b, uint64_t i) {
   return v;
 }
 
+std::vector<int64_t> labels_of(const Batch& b) {
+  std::vector<int64_t> labels;
+  for (uint64_t i = 0; i < b.size(); ++i) labels.push_back(label_at(b, i));
+  return labels;
+}
+
 // Every batch of the current epoch (until the empty end-of-epoch batch), as label lists.
-std::vector<std::vector<int64_t>> drain_epoch(Loader& loader) {
+// `consecutive`: batch indices must run 0, 1, 2... (not so when skip empties a batch).
+std::vector<std::vector<int64_t>> drain_epoch(Loader& loader, bool consecutive = true) {
   std::vector<std::vector<int64_t>> out;
   while (Batch b = loader.next()) {
-    std::vector<int64_t> labels;
-    for (uint64_t i = 0; i < b.size(); ++i) labels.push_back(label_at(b, i));
-    EXPECT_EQ(b.index(), out.size());
-    out.push_back(std::move(labels));
+    if (consecutive) {
+      EXPECT_EQ(b.index(), out.size());
+    }
+    out.push_back(labels_of(b));
   }
   return out;
 }
 
-// Like drain_epoch, without assuming batch indices are consecutive (skip may empty a batch).
-std::vector<std::vector<int64_t>> drain_epoch_any(Loader& loader) {
-  std::vector<std::vector<int64_t>> out;
-  while (Batch b = loader.next()) {
-    std::vector<int64_t> labels;
-    for (uint64_t i = 0; i < b.size(); ++i) labels.push_back(label_at(b, i));
-    out.push_back(std::move(labels));
-  }
-  return out;
-}
+std::vector<std::vector<int64_t>> drain_epoch_any(Loader& loader) { return drain_epoch(loader, false); }
 
 std::vector<int64_t> flatten(const std::vector<std::vector<int64_t>>& batches) {
   std::vector<int64_t> all;
@@ -162,9 +160,7 @@ TEST_F(LoaderTest, ResumeYieldsExactlyTheUninterruptedBatches) {
       for (uint64_t i = 0; i < stop_at; ++i) {
         Batch b = loader.next();
         if (!b) b = loader.next();  // crossed the epoch boundary
-        std::vector<int64_t> labels;
-        for (uint64_t j = 0; j < b.size(); ++j) labels.push_back(label_at(b, j));
-        got.push_back(labels);
+        got.push_back(labels_of(b));
       }
       saved = loader.state();
     }
@@ -175,9 +171,7 @@ TEST_F(LoaderTest, ResumeYieldsExactlyTheUninterruptedBatches) {
     while (got.size() < full.size()) {
       Batch b = loader.next();
       if (!b) continue;
-      std::vector<int64_t> labels;
-      for (uint64_t j = 0; j < b.size(); ++j) labels.push_back(label_at(b, j));
-      got.push_back(labels);
+      got.push_back(labels_of(b));
     }
     EXPECT_EQ(got, full) << "stopped at " << stop_at;
   }
@@ -233,9 +227,7 @@ TEST_F(LoaderTest, SkipDropsFailedSamplesAndFillsBatchesFromTheNext) {
     Loader loader(faulty_reader(fixed_, {3, 4, 5, 500, 999}), o);
     std::vector<std::vector<int64_t>> batches;
     while (Batch b = loader.next()) {
-      std::vector<int64_t> labels;
-      for (uint64_t i = 0; i < b.size(); ++i) labels.push_back(label_at(b, i));
-      batches.push_back(labels);
+      batches.push_back(labels_of(b));
     }
     const auto all = flatten(batches);
     std::set<int64_t> seen(all.begin(), all.end());
@@ -282,9 +274,7 @@ TEST_F(LoaderTest, SkipResumeReproducesBorrowing) {
       Loader loader(faulty_reader(fixed_, failing), o);
       for (uint64_t i = 0; i < stop_at; ++i) {
         Batch b = loader.next();
-        std::vector<int64_t> labels;
-        for (uint64_t j = 0; j < b.size(); ++j) labels.push_back(label_at(b, j));
-        got.push_back(labels);
+        got.push_back(labels_of(b));
       }
       saved = LoaderState::from_json(loader.state().to_json());
       EXPECT_EQ(saved, loader.state());
