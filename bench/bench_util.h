@@ -17,18 +17,21 @@ using Clock = std::chrono::steady_clock;
 
 inline double elapsed(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+/// The CPU's model name from /proc/cpuinfo.
+inline std::string cpu_model() {
+  std::ifstream cpu("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpu, line))
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown CPU";
+}
+
 /// "2 cores, Intel(R) Xeon(R) ..., Linux 6.1" — printed by every benchmark.
 inline std::string machine() {
-  std::ifstream cpu("/proc/cpuinfo");
-  std::string line, model = "unknown CPU";
-  while (std::getline(cpu, line))
-    if (line.rfind("model name", 0) == 0) {
-      model = line.substr(line.find(':') + 2);
-      break;
-    }
   utsname u{};
   uname(&u);
-  return std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " cores, " + model + ", " + u.sysname + " " + u.release;
+  return std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " cores, " + cpu_model() + ", " + u.sysname + " " +
+         u.release;
 }
 
 /// Value of a /proc/self/status line ("VmHWM", "RssAnon"...), in bytes.

@@ -40,6 +40,7 @@
 #include "ferry/reader.h"
 #include "ferry/source.h"
 #include "util.h"
+#include "bench_util.h"
 
 namespace {
 
@@ -75,13 +76,6 @@ std::string run_command(const std::string& cmd) {
   return out;
 }
 
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown";
-}
 
 struct Result {
   double mbps = 0, samples_per_s = 0, cpu_s = 0, wall_s = 0, resident_before = 0;
@@ -224,7 +218,7 @@ int main(int argc, char** argv) {
   ::uname(&un);
   std::printf("## machine\n");
   std::printf("nproc %ld, CPU %s, kernel %s, memory available %.1f GiB, NUMA nodes %d\n",
-              ::sysconf(_SC_NPROCESSORS_ONLN), cpu_model().c_str(), un.release,
+              ::sysconf(_SC_NPROCESSORS_ONLN), ferry::bench::cpu_model().c_str(), un.release,
               static_cast<double>(available_memory_bytes()) / (1u << 30), numa_node_count());
   std::printf("%s", run_command("df -T " + opt.dir + " | tail -1").c_str());
   std::printf("%s", run_command("lsblk -d -o NAME,SIZE,ROTA,TYPE,MODEL 2>/dev/null").c_str());

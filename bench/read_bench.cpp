@@ -34,6 +34,7 @@
 #include "ferry/order.h"
 #include "ferry/reader.h"
 #include "ferry/source.h"
+#include "bench_util.h"
 
 namespace {
 
@@ -92,13 +93,6 @@ Options parse_args(int argc, char** argv) {
 // ---------------------------------------------------------------------------------------------
 // Machine description, so a table is never read without its context.
 
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown CPU";
-}
 
 std::string machine_line() {
   struct utsname u;
@@ -107,7 +101,7 @@ std::string machine_line() {
   ::sysinfo(&si);
   char buf[512];
   std::snprintf(buf, sizeof buf, "%ld cores (nproc), %s, Linux %s, %.1f GiB RAM",
-                ::sysconf(_SC_NPROCESSORS_ONLN), cpu_model().c_str(), u.release,
+                ::sysconf(_SC_NPROCESSORS_ONLN), ferry::bench::cpu_model().c_str(), u.release,
                 static_cast<double>(si.totalram) * si.mem_unit / (1ull << 30));
   return buf;
 }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "ferry/tile_loader.h"
+#include "bench_util.h"
 
 namespace {
 
@@ -70,16 +71,6 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) {
-      const auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
-  return "unknown CPU";
-}
 
 std::string load_average() {
   std::ifstream in("/proc/loadavg");
@@ -198,7 +189,7 @@ int main(int argc, char** argv) {
       " (L/P = 120/428 scaled)\n",
       n, static_cast<unsigned long long>(args.tile_kib), args.load_ms, args.process_ms);
   std::printf("machine: nproc %u, %s, load average %s\n", std::thread::hardware_concurrency(),
-              cpu_model().c_str(), load_average().c_str());
+              ferry::bench::cpu_model().c_str(), load_average().c_str());
   std::printf(
       "TileLoader: %u workers, prefetch_ahead %u; loads read files via ferry::file_loader "
       "then sleep to L\n\n",
