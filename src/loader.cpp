@@ -125,7 +125,10 @@ struct Loader::Impl {
       field_index.push_back(schema.index_of(name));
       fields.push_back(schema.fields[field_index.back()]);
     }
-    threads = opt.num_threads ? opt.num_threads : std::max(1u, std::thread::hardware_concurrency());
+    // Default: one worker per core but one, which is left to the consumer (the training loop
+    // needs a core; measured on 2 cores, Python consumer: 1 worker 9.2 M/s, 2 workers 8.2 M/s).
+    const uint32_t cores = std::max(1u, std::thread::hardware_concurrency());
+    threads = opt.num_threads ? opt.num_threads : std::max(1u, cores - 1);
     if (opt.numa_node >= numa_node_count())
       throw InvalidArgument("numa_node " + std::to_string(opt.numa_node) + ": this machine has " +
                             std::to_string(numa_node_count()) + " NUMA node(s); use -1 for no pinning");

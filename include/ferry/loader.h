@@ -80,7 +80,7 @@ struct LoaderOptions {
   uint32_t rank = 0, world_size = 1;
   ShardRemainder remainder = ShardRemainder::pad;
   bool drop_last = false;
-  uint32_t num_threads = 0;     ///< 0: one per core
+  uint32_t num_threads = 0;     ///< 0: one per core but one (left to the consumer), at least 1
   /// Batches workers may run ahead of the consumer. 0: derived — from memory_budget if given,
   /// else 2 × threads (at least 4) capped so the pool stays near 128 MiB (at least 2).
   uint32_t prefetch = 0;
