@@ -103,7 +103,7 @@ def child(kind, name, quick, epochs):
         path = ferry_file(name, quick)
         backend = "pread" if kind == "ferry-pread" else "auto"
         t0 = time.perf_counter()
-        loader = ferry.Loader(path, batch_size=BATCH, order="random", backend=backend)  # default threads
+        loader = ferry.Loader(path, batch_size=BATCH, order="random", num_threads=2, backend=backend)
 
         def epoch():
             n = 0
