@@ -5,6 +5,7 @@
 /// Syscall failures become IoError in exactly one place (io_error()); file-content problems are
 /// FormatError and always name the file and section. The Python bindings map each class to a
 /// Python exception type (InvalidArgument -> ValueError, TimeoutError -> TimeoutError, ...).
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 

@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from ferry import _ferry
+from ferry import cuda as _cuda
 from ferry._distributed import default_rank_world
 
 _OUTPUTS = ("torch", "numpy")
@@ -44,6 +45,8 @@ class Loader:
         self.output = output
         self.timeout = timeout
         self.device = str(device)
+        if self.device.startswith("cuda"):  # the GPU stage yields torch CUDA tensors (ferry/cuda.py)
+            _cuda.check_output(output)
         rank, world_size = default_rank_world(rank, world_size)
         self._args = dict(
             path=self.path, batch_size=int(batch_size), order=str(order), seed=int(seed),
@@ -78,6 +81,8 @@ class Loader:
 
     def _next(self):
         try:
+            if self.device.startswith("cuda"):  # the GPU stage (ferry/cuda.py)
+                return _cuda.next_batch(self._engine, self.timeout)
             batch = self._engine.next(-1.0 if self.timeout is None else float(self.timeout))
         except KeyboardInterrupt:
             self.close()

@@ -1,0 +1,326 @@
+// Bindings for the GPU stage (include/ferry/cuda.h): _ferry.DeviceLoader, whose batches reach
+// Python as DLPack capsules over the ring's device buffers (ferry/cuda.py makes torch tensors of
+// them). Each capsule keeps the batch alive; the ring slot is released — an event recorded on the
+// stream the batch was taken on — when the last tensor (or unconsumed capsule) of it is gone.
+// Builds without CUDA bind nothing but built_with_cuda = False; ferry.Loader then says
+// "ferry was built without CUDA".
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "bindings.h"
+#include "convert.h"
+#include "ferry/cuda.h"
+#include "ferry/error.h"
+#include "ferry/reader.h"
+
+namespace ferry::python {
+
+#if FERRY_HAVE_CUDA
+namespace {
+
+using Clock = std::chrono::steady_clock;
+// next() waits in slices this long with the GIL released, then checks for Ctrl-C.
+constexpr auto kSignalCheck = std::chrono::milliseconds(100);
+
+// The DLPack ABI (v0.8, the unversioned "dltensor" capsule every framework accepts), declared
+// from the published specification (https://dmlc.github.io/dlpack/latest/c_api.html).
+struct DLDevice {
+  int32_t device_type;
+  int32_t device_id;
+};
+struct DLDataType {
+  uint8_t code;
+  uint8_t bits;
+  uint16_t lanes;
+};
+struct DLTensor {
+  void* data;
+  DLDevice device;
+  int32_t ndim;
+  DLDataType dtype;
+  int64_t* shape;
+  int64_t* strides;
+  uint64_t byte_offset;
+};
+struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensor*);
+};
+constexpr int32_t kDLCUDA = 2;
+constexpr uint8_t kDLInt = 0, kDLUInt = 1, kDLFloat = 2, kDLBfloat = 4;
+
+DLDataType dl_dtype(DType t) {
+  switch (t) {
+    case DType::u8:
+      return {kDLUInt, 8, 1};
+    case DType::i8:
+      return {kDLInt, 8, 1};
+    case DType::u16:
+      return {kDLUInt, 16, 1};
+    case DType::i16:
+      return {kDLInt, 16, 1};
+    case DType::u32:
+      return {kDLUInt, 32, 1};
+    case DType::i32:
+      return {kDLInt, 32, 1};
+    case DType::u64:
+      return {kDLUInt, 64, 1};
+    case DType::i64:
+      return {kDLInt, 64, 1};
+    case DType::f16:
+      return {kDLFloat, 16, 1};
+    case DType::bf16:
+      return {kDLBfloat, 16, 1};
+    case DType::f32:
+      return {kDLFloat, 32, 1};
+    case DType::f64:
+      return {kDLFloat, 64, 1};
+  }
+  return {kDLUInt, 8, 1};
+}
+
+/// One exported tensor: the DLPack struct, its shape and strides, and a share of the batch.
+/// Deleted by the consumer's deleter call (any thread, GIL or not: it touches no Python object).
+struct Export {
+  DLManagedTensor managed{};
+  std::vector<int64_t> shape, strides;
+  std::shared_ptr<DeviceBatch> batch;
+};
+
+void delete_export(DLManagedTensor* t) noexcept { delete static_cast<Export*>(t->manager_ctx); }
+
+// A capsule nobody consumed still owns its tensor; a consumed one was renamed "used_dltensor".
+void capsule_destructor(PyObject* capsule) noexcept {
+  if (!PyCapsule_IsValid(capsule, "dltensor")) return;
+  auto* t = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule, "dltensor"));
+  if (t && t->deleter) t->deleter(t);
+}
+
+py::capsule make_capsule(const std::shared_ptr<DeviceBatch>& batch, void* data, DLDataType dtype,
+                         std::vector<int64_t> shape) {
+  auto e = std::make_unique<Export>();
+  e->shape = std::move(shape);
+  e->strides.assign(e->shape.size(), 1);
+  for (size_t i = e->shape.size(); i-- > 1;) e->strides[i - 1] = e->strides[i] * e->shape[i];
+  e->batch = batch;
+  DLTensor& t = e->managed.dl_tensor;
+  t.data = data;
+  t.device = {kDLCUDA, batch->device()};
+  t.ndim = static_cast<int32_t>(e->shape.size());
+  t.dtype = dtype;
+  t.shape = e->shape.data();
+  t.strides = e->strides.data();
+  t.byte_offset = 0;
+  e->managed.manager_ctx = e.get();
+  e->managed.deleter = delete_export;
+  PyObject* cap = PyCapsule_New(&e->managed, "dltensor", capsule_destructor);
+  if (!cap) throw py::error_already_set();
+  e.release();  // owned by the capsule now
+  return py::reinterpret_steal<py::capsule>(cap);
+}
+
+/// dict: field name -> capsule ([size, ...shape] of the field's dtype), or for bytes fields
+/// (data capsule uint8 [bytes], offsets capsule int64 [size + 1]).
+py::dict batch_capsules(const std::shared_ptr<DeviceBatch>& b) {
+  py::dict out;
+  for (size_t i = 0; i < b->num_fields(); ++i) {
+    const DeviceField& f = b->field(i);
+    if (f.offsets) {
+      auto data = make_capsule(b, f.data, {kDLUInt, 8, 1}, {static_cast<int64_t>(f.bytes)});
+      // Offsets are uint64 in memory; int64 (the same bits, all < 2^63) is what torch indexes with.
+      auto offsets = make_capsule(b, const_cast<uint64_t*>(f.offsets), {kDLInt, 64, 1},
+                                  {static_cast<int64_t>(b->size() + 1)});
+      out[py::str(f.spec->name)] = py::make_tuple(data, offsets);
+    } else {
+      std::vector<int64_t> shape;
+      for (uint64_t d : b->shape(i)) shape.push_back(static_cast<int64_t>(d));
+      out[py::str(f.spec->name)] =
+          make_capsule(b, f.data, dl_dtype(f.spec->dtype), std::move(shape));
+    }
+  }
+  return out;
+}
+
+OnError parse_on_error(const std::string& s) {
+  if (s == "raise") return OnError::raise;
+  if (s == "skip") return OnError::skip;
+  throw InvalidArgument("on_error must be 'raise' or 'skip', got '" + s + "'");
+}
+
+ShardRemainder parse_remainder(const std::string& s) {
+  if (s == "pad") return ShardRemainder::pad;
+  if (s == "drop") return ShardRemainder::drop;
+  throw InvalidArgument("remainder must be 'pad' or 'drop', got '" + s + "'");
+}
+
+/// Owns the DeviceLoader; close() stops it (GIL released) before Python drops it.
+class PyDeviceLoader {
+ public:
+  explicit PyDeviceLoader(std::unique_ptr<DeviceLoader> l) : loader_(std::move(l)) {}
+  ~PyDeviceLoader() { close(); }
+
+  DeviceLoader& get() {
+    if (!loader_) throw ShutdownError("loader is closed");
+    return *loader_;
+  }
+
+  void close() {
+    if (!loader_) return;
+    py::gil_scoped_release nogil;
+    loader_.reset();
+  }
+
+  /// The next batch ordered on `stream` (a cudaStream_t as an int: torch's
+  /// current_stream().cuda_stream; 0 is the legacy default stream), or None at the end of the
+  /// epoch. timeout < 0: wait as long as needed.
+  py::object next(double timeout_seconds, uintptr_t stream) {
+    DeviceLoader& l = get();
+    const auto s = reinterpret_cast<CudaStream>(stream);
+    std::optional<Clock::time_point> deadline;
+    if (timeout_seconds >= 0)
+      deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(timeout_seconds));
+    while (true) {
+      std::optional<DeviceBatch> got;
+      {
+        py::gil_scoped_release nogil;
+        auto slice = kSignalCheck;
+        if (deadline)
+          slice = std::max(std::chrono::milliseconds(0),
+                           std::min(slice, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               *deadline - Clock::now())));
+        try {
+          got = l.next(s, slice);
+        } catch (const TimeoutError&) {
+        }
+      }
+      if (got) {
+        if (!*got) return py::none();
+        return py::cast(std::make_shared<DeviceBatch>(std::move(*got)));
+      }
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // KeyboardInterrupt
+      if (deadline && Clock::now() >= *deadline)
+        throw TimeoutError("no batch within " + std::to_string(timeout_seconds) +
+                           " s; the loader is still running (raise timeout, or check report())");
+    }
+  }
+
+ private:
+  std::unique_ptr<DeviceLoader> loader_;
+};
+
+}  // namespace
+
+void bind_cuda(py::module_& m) {
+  m.attr("built_with_cuda") = true;
+
+  py::class_<DeviceBatch, std::shared_ptr<DeviceBatch>>(
+      m, "DeviceBatch", "One batch in device memory (see ferry/cuda.py)")
+      .def_property_readonly("size", &DeviceBatch::size)
+      .def_property_readonly("epoch", &DeviceBatch::epoch)
+      .def_property_readonly("index", &DeviceBatch::index)
+      .def_property_readonly("device", &DeviceBatch::device)
+      .def_property_readonly("sample_ids",
+                             [](const DeviceBatch& b) {
+                               return py::array_t<uint64_t>(static_cast<py::ssize_t>(b.size()),
+                                                            b.sample_ids().data());
+                             })
+      .def("capsules", &batch_capsules,
+           "dict of field name -> DLPack capsule (bytes fields: (data, offsets) capsules); each "
+           "keeps the "
+           "batch's device buffer until the tensor made from it is freed");
+
+  py::class_<PyDeviceLoader>(m, "DeviceLoader")
+      .def(py::init([](const std::string& path, uint64_t batch_size, const std::string& order,
+                       uint64_t seed, bool drop_last, uint32_t num_threads, uint32_t prefetch,
+                       uint64_t memory_budget, const std::string& on_error, uint32_t rank,
+                       uint32_t world_size, const std::string& remainder,
+                       const std::string& backend, std::vector<std::string> fields,
+                       uint32_t window_pages, bool ordered, const std::string& resume_json,
+                       const std::string& device, const std::vector<uint64_t>& fault_samples,
+                       uint64_t fault_delay_us, uint32_t ring_depth) {
+             LoaderOptions o;
+             o.batch_size = batch_size;
+             o.order = parse_order(order);
+             o.seed = seed;
+             o.drop_last = drop_last;
+             o.num_threads = num_threads;
+             o.prefetch = prefetch;
+             o.memory_budget = memory_budget;
+             o.on_error = parse_on_error(on_error);
+             o.rank = rank;
+             o.world_size = world_size;
+             o.remainder = parse_remainder(remainder);
+             o.backend = parse_backend(backend);
+             o.fields = std::move(fields);
+             o.window_pages = window_pages;
+             o.ordered = ordered;
+             o.device = device;
+             if (!resume_json.empty()) o.resume = LoaderState::from_json(resume_json);
+             const DeviceOptions d{ring_depth};
+             py::gil_scoped_release nogil;
+             if (fault_samples.empty() && fault_delay_us == 0)
+               return std::make_unique<PyDeviceLoader>(
+                   std::make_unique<DeviceLoader>(path, std::move(o), d));
+             // Test seam, as for Loader: a fault-injecting source under the reader.
+             auto plain = Reader::open(path, SourceOptions{o.backend});
+             FaultSpec spec;
+             spec.delay = std::chrono::microseconds(fault_delay_us);
+             spec.from_offset = plain->layout().data_offset();
+             for (uint64_t id : fault_samples) {
+               if (id >= plain->num_samples()) throw InvalidArgument("fault sample out of range");
+               spec.fail_ranges.push_back(plain->layout().sample_extent(id));
+             }
+             auto faulty = Reader::open(
+                 std::shared_ptr<Source>(wrap_faulty_source(plain->shared_source(), spec)));
+             return std::make_unique<PyDeviceLoader>(
+                 std::make_unique<DeviceLoader>(faulty, std::move(o), d));
+           }),
+           py::arg("path"), py::arg("batch_size"), py::arg("order"), py::arg("seed"),
+           py::arg("drop_last"), py::arg("num_threads"), py::arg("prefetch"),
+           py::arg("memory_budget"), py::arg("on_error"), py::arg("rank"), py::arg("world_size"),
+           py::arg("remainder"), py::arg("backend"), py::arg("fields"), py::arg("window_pages"),
+           py::arg("ordered"), py::arg("resume_json"), py::arg("device"),
+           py::arg("fault_samples") = std::vector<uint64_t>{}, py::arg("fault_delay_us") = 0,
+           py::arg("ring_depth") = 3)
+      .def("next", &PyDeviceLoader::next, py::arg("timeout") = -1.0, py::arg("stream") = 0)
+      .def("close", &PyDeviceLoader::close)
+      .def("set_epoch",
+           [](PyDeviceLoader& l, uint64_t e) {
+             DeviceLoader& loader = l.get();
+             py::gil_scoped_release nogil;
+             loader.set_epoch(e);
+           })
+      .def_property_readonly("device", [](PyDeviceLoader& l) { return l.get().device(); })
+      .def_property_readonly("epoch", [](PyDeviceLoader& l) { return l.get().epoch(); })
+      .def_property_readonly("batches_per_epoch",
+                             [](PyDeviceLoader& l) { return l.get().batches_per_epoch(); })
+      .def_property_readonly("samples_per_epoch",
+                             [](PyDeviceLoader& l) { return l.get().samples_per_epoch(); })
+      .def_property_readonly("fields",
+                             [](PyDeviceLoader& l) { return schema_to_python(l.get().fields()); })
+      .def("state_json", [](PyDeviceLoader& l) { return l.get().state().to_json(); })
+      .def("metrics_json", [](PyDeviceLoader& l) { return l.get().metrics().to_json(); })
+      .def("report", [](PyDeviceLoader& l) { return l.get().report(); })
+      .def("reset_metrics", [](PyDeviceLoader& l) { l.get().reset_metrics(); })
+      .def("epoch_order", [](PyDeviceLoader& l) {
+        const auto o = l.get().epoch_order();
+        return py::array_t<uint64_t>(static_cast<py::ssize_t>(o.size()), o.data());
+      });
+}
+
+#else
+
+void bind_cuda(py::module_& m) { m.attr("built_with_cuda") = false; }
+
+#endif  // FERRY_HAVE_CUDA
+
+}  // namespace ferry::python
