@@ -9,6 +9,7 @@
 
 #include "bindings.h"
 #include "convert.h"
+#include "engine_args.h"
 #include "ferry/error.h"
 #include "ferry/loader.h"
 
@@ -94,18 +95,6 @@ py::dict batch_arrays(const py::object& self) {
   return out;
 }
 
-OnError parse_on_error(const std::string& s) {
-  if (s == "raise") return OnError::raise;
-  if (s == "skip") return OnError::skip;
-  throw InvalidArgument("on_error must be 'raise' or 'skip', got '" + s + "'");
-}
-
-ShardRemainder parse_remainder(const std::string& s) {
-  if (s == "pad") return ShardRemainder::pad;
-  if (s == "drop") return ShardRemainder::drop;
-  throw InvalidArgument("remainder must be 'pad' or 'drop', got '" + s + "'");
-}
-
 }  // namespace
 
 void bind_loader(py::module_& m) {
@@ -123,50 +112,14 @@ void bind_loader(py::module_& m) {
            "dict of field name -> numpy array [size, ...] (zero-copy views); bytes fields -> (data, offsets)");
 
   py::class_<PyLoader>(m, "Loader")
-      .def(py::init([](const std::string& path, uint64_t batch_size, const std::string& order, uint64_t seed,
-                       bool drop_last, uint32_t num_threads, uint32_t prefetch, uint64_t memory_budget,
-                       const std::string& on_error, uint32_t rank, uint32_t world_size, const std::string& remainder,
-                       const std::string& backend, std::vector<std::string> fields, uint32_t window_pages,
-                       bool ordered, const std::string& resume_json, const std::string& device,
-                       const std::vector<uint64_t>& fault_samples, uint64_t fault_delay_us) {
-             LoaderOptions o;
-             o.batch_size = batch_size;
-             o.order = parse_order(order);
-             o.seed = seed;
-             o.drop_last = drop_last;
-             o.num_threads = num_threads;
-             o.prefetch = prefetch;
-             o.memory_budget = memory_budget;
-             o.on_error = parse_on_error(on_error);
-             o.rank = rank;
-             o.world_size = world_size;
-             o.remainder = parse_remainder(remainder);
-             o.backend = parse_backend(backend);
-             o.fields = std::move(fields);
-             o.window_pages = window_pages;
-             o.ordered = ordered;
-             o.device = device;
-             if (!resume_json.empty()) o.resume = LoaderState::from_json(resume_json);
+      .def(py::init([](const std::string& path, const py::kwargs& kw) {
+             EngineArgs a = engine_args(kw);
              py::gil_scoped_release nogil;
-             if (fault_samples.empty() && fault_delay_us == 0)
-               return std::make_unique<PyLoader>(std::make_unique<Loader>(path, std::move(o)));
-             // Test seam: the same fault-injecting source the C++ tests use.
-             auto plain = Reader::open(path, SourceOptions{o.backend});
-             FaultSpec spec;
-             spec.delay = std::chrono::microseconds(fault_delay_us);
-             spec.from_offset = plain->layout().data_offset();
-             for (uint64_t id : fault_samples) {
-               if (id >= plain->num_samples()) throw InvalidArgument("fault sample out of range");
-               spec.fail_ranges.push_back(plain->layout().sample_extent(id));
-             }
-             auto faulty = Reader::open(std::shared_ptr<Source>(wrap_faulty_source(plain->shared_source(), spec)));
-             return std::make_unique<PyLoader>(std::make_unique<Loader>(faulty, std::move(o)));
+             auto loader = a.faulty() ? std::make_unique<Loader>(faulty_reader(path, a), std::move(a.options))
+                                      : std::make_unique<Loader>(path, std::move(a.options));
+             return std::make_unique<PyLoader>(std::move(loader));
            }),
-           py::arg("path"), py::arg("batch_size"), py::arg("order"), py::arg("seed"), py::arg("drop_last"),
-           py::arg("num_threads"), py::arg("prefetch"), py::arg("memory_budget"), py::arg("on_error"),
-           py::arg("rank"), py::arg("world_size"), py::arg("remainder"), py::arg("backend"), py::arg("fields"),
-           py::arg("window_pages"), py::arg("ordered"), py::arg("resume_json"), py::arg("device"),
-           py::arg("fault_samples") = std::vector<uint64_t>{}, py::arg("fault_delay_us") = 0)
+           py::arg("path"), "Keyword arguments: see engine_args.h (ferry.Loader passes them all)")
       .def("next", &PyLoader::next, py::arg("timeout") = -1.0)
       .def("close", &PyLoader::close)
       .def("set_epoch",

@@ -1,0 +1,89 @@
+#pragma once
+// The keyword arguments ferry.Loader (python/ferry/loader.py) hands to either engine,
+// _ferry.Loader or _ferry.DeviceLoader, turned into LoaderOptions in one place.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <initializer_list>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ferry/error.h"
+#include "ferry/loader.h"
+
+namespace ferry::python {
+namespace py = pybind11;
+
+struct EngineArgs {
+  LoaderOptions options;
+  // Test seam: reads of these samples fail (EIO), every read waits this long.
+  std::vector<uint64_t> fault_samples;
+  uint64_t fault_delay_us = 0;
+  bool faulty() const { return !fault_samples.empty() || fault_delay_us != 0; }
+};
+
+/// Reads the keyword arguments (needs the GIL). `extra` names further keys the caller reads
+/// itself; any other key is a TypeError naming it.
+inline EngineArgs engine_args(const py::kwargs& kw, std::initializer_list<const char*> extra = {}) {
+  static const std::set<std::string> known = {
+      "batch_size", "order",  "seed",    "drop_last", "num_threads",  "prefetch",    "memory_budget",
+      "on_error",   "rank",   "world_size", "remainder", "backend",   "fields",      "window_pages",
+      "ordered",    "resume_json", "device", "fault_samples", "fault_delay_us"};
+  std::set<std::string> allowed = known;
+  allowed.insert(extra.begin(), extra.end());
+  for (const auto& item : kw) {
+    const auto key = item.first.cast<std::string>();
+    if (!allowed.count(key)) throw py::type_error("unexpected keyword argument '" + key + "'");
+  }
+  auto get = [&](const char* key) -> py::handle {
+    if (!kw.contains(key)) throw py::type_error(std::string("missing keyword argument '") + key + "'");
+    return kw[key];
+  };
+  EngineArgs a;
+  LoaderOptions& o = a.options;
+  o.batch_size = get("batch_size").cast<uint64_t>();
+  o.order = parse_order(get("order").cast<std::string>());
+  o.seed = get("seed").cast<uint64_t>();
+  o.drop_last = get("drop_last").cast<bool>();
+  o.num_threads = get("num_threads").cast<uint32_t>();
+  o.prefetch = get("prefetch").cast<uint32_t>();
+  o.memory_budget = get("memory_budget").cast<uint64_t>();
+  const auto on_error = get("on_error").cast<std::string>();
+  if (on_error != "raise" && on_error != "skip")
+    throw InvalidArgument("on_error must be 'raise' or 'skip', got '" + on_error + "'");
+  o.on_error = on_error == "raise" ? OnError::raise : OnError::skip;
+  o.rank = get("rank").cast<uint32_t>();
+  o.world_size = get("world_size").cast<uint32_t>();
+  const auto remainder = get("remainder").cast<std::string>();
+  if (remainder != "pad" && remainder != "drop")
+    throw InvalidArgument("remainder must be 'pad' or 'drop', got '" + remainder + "'");
+  o.remainder = remainder == "pad" ? ShardRemainder::pad : ShardRemainder::drop;
+  o.backend = parse_backend(get("backend").cast<std::string>());
+  o.fields = get("fields").cast<std::vector<std::string>>();
+  o.window_pages = get("window_pages").cast<uint32_t>();
+  o.ordered = get("ordered").cast<bool>();
+  o.device = get("device").cast<std::string>();
+  const auto resume = get("resume_json").cast<std::string>();
+  if (!resume.empty()) o.resume = LoaderState::from_json(resume);
+  if (kw.contains("fault_samples")) a.fault_samples = kw["fault_samples"].cast<std::vector<uint64_t>>();
+  if (kw.contains("fault_delay_us")) a.fault_delay_us = kw["fault_delay_us"].cast<uint64_t>();
+  return a;
+}
+
+/// The test seam's reader: the same fault-injecting source the C++ tests use, under the
+/// validated layout. Call without the GIL.
+inline std::shared_ptr<Reader> faulty_reader(const std::string& path, const EngineArgs& a) {
+  auto plain = Reader::open(path, SourceOptions{a.options.backend});
+  FaultSpec spec;
+  spec.delay = std::chrono::microseconds(a.fault_delay_us);
+  spec.from_offset = plain->layout().data_offset();
+  for (uint64_t id : a.fault_samples) {
+    if (id >= plain->num_samples()) throw InvalidArgument("fault sample out of range");
+    spec.fail_ranges.push_back(plain->layout().sample_extent(id));
+  }
+  return Reader::open(std::shared_ptr<Source>(wrap_faulty_source(plain->shared_source(), spec)));
+}
+
+}  // namespace ferry::python
