@@ -26,10 +26,6 @@ namespace ferry::python {
 #if FERRY_HAVE_CUDA
 namespace {
 
-using Clock = std::chrono::steady_clock;
-// next() waits in slices this long with the GIL released, then checks for Ctrl-C.
-constexpr auto kSignalCheck = std::chrono::milliseconds(100);
-
 // The DLPack ABI (v0.8, the unversioned "dltensor" capsule every framework accepts), declared
 // from the published specification (https://dmlc.github.io/dlpack/latest/c_api.html).
 struct DLDevice {
@@ -173,33 +169,9 @@ class PyDeviceLoader {
   py::object next(double timeout_seconds, uintptr_t stream) {
     DeviceLoader& l = get();
     const auto s = reinterpret_cast<CudaStream>(stream);
-    std::optional<Clock::time_point> deadline;
-    if (timeout_seconds >= 0)
-      deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                    std::chrono::duration<double>(timeout_seconds));
-    while (true) {
-      std::optional<DeviceBatch> got;
-      {
-        py::gil_scoped_release nogil;
-        auto slice = kSignalCheck;
-        if (deadline)
-          slice = std::max(std::chrono::milliseconds(0),
-                           std::min(slice, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                               *deadline - Clock::now())));
-        try {
-          got = l.next(s, slice);
-        } catch (const TimeoutError&) {
-        }
-      }
-      if (got) {
-        if (!*got) return py::none();
-        return py::cast(std::make_shared<DeviceBatch>(std::move(*got)));
-      }
-      if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // KeyboardInterrupt
-      if (deadline && Clock::now() >= *deadline)
-        throw TimeoutError("no batch within " + std::to_string(timeout_seconds) +
-                           " s; the loader is still running (raise timeout, or check report())");
-    }
+    return next_interruptibly(
+        timeout_seconds, [&l, s](std::chrono::milliseconds slice) { return l.next(s, slice); },
+        [](DeviceBatch b) { return py::cast(std::make_shared<DeviceBatch>(std::move(b))); });
   }
 
  private:

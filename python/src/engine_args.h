@@ -5,7 +5,9 @@
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <algorithm>
 #include <initializer_list>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -84,6 +86,39 @@ inline std::shared_ptr<Reader> faulty_reader(const std::string& path, const Engi
     spec.fail_ranges.push_back(plain->layout().sample_extent(id));
   }
   return Reader::open(std::shared_ptr<Source>(wrap_faulty_source(plain->shared_source(), spec)));
+}
+
+/// The engine's next(timeout) called in slices of 100 ms with the GIL released, checking for
+/// Ctrl-C between slices (KeyboardInterrupt within a slice). `next_for(slice)` returns the
+/// engine's batch type; an empty batch (end of epoch) becomes None, a batch `wrap(batch)`.
+/// timeout_seconds < 0 waits as long as needed; else TimeoutError after it.
+template <class NextFor, class Wrap>
+py::object next_interruptibly(double timeout_seconds, NextFor&& next_for, Wrap&& wrap) {
+  using Clock = std::chrono::steady_clock;
+  using std::chrono::milliseconds;
+  constexpr milliseconds kSignalCheck(100);
+  std::optional<Clock::time_point> deadline;
+  if (timeout_seconds >= 0)
+    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_seconds));
+  while (true) {
+    std::optional<decltype(next_for(kSignalCheck))> got;
+    {
+      py::gil_scoped_release nogil;
+      milliseconds slice = kSignalCheck;
+      if (deadline)
+        slice = std::max(milliseconds(0),
+                         std::min(slice, std::chrono::duration_cast<milliseconds>(*deadline - Clock::now())));
+      try {
+        got.emplace(next_for(slice));
+      } catch (const TimeoutError&) {
+      }
+    }
+    if (got) return *got ? wrap(std::move(*got)) : py::none();
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // KeyboardInterrupt
+    if (deadline && Clock::now() >= *deadline)
+      throw TimeoutError("no batch within " + std::to_string(timeout_seconds) +
+                         " s; the loader is still running (raise timeout, or check report())");
+  }
 }
 
 }  // namespace ferry::python

@@ -17,10 +17,6 @@ namespace ferry::python {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-// next() waits in slices this long with the GIL released, then checks for Ctrl-C.
-constexpr auto kSignalCheck = std::chrono::milliseconds(100);
-
 /// Owns the C++ loader; close() stops it (with the GIL released) before Python drops it.
 class PyLoader {
  public:
@@ -41,31 +37,9 @@ class PyLoader {
   /// The next batch, or None at the end of the epoch. timeout < 0: wait as long as needed.
   py::object next(double timeout_seconds) {
     Loader& l = get();
-    std::optional<Clock::time_point> deadline;
-    if (timeout_seconds >= 0)
-      deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_seconds));
-    while (true) {
-      std::optional<Batch> got;
-      {
-        py::gil_scoped_release nogil;
-        auto slice = std::chrono::duration_cast<std::chrono::milliseconds>(kSignalCheck);
-        if (deadline)
-          slice = std::max(std::chrono::milliseconds(0),
-                           std::min(slice, std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now())));
-        try {
-          got = l.next(slice);
-        } catch (const TimeoutError&) {
-        }
-      }
-      if (got) {
-        if (!*got) return py::none();
-        return py::cast(std::make_shared<Batch>(std::move(*got)));
-      }
-      if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // KeyboardInterrupt
-      if (deadline && Clock::now() >= *deadline)
-        throw TimeoutError("no batch within " + std::to_string(timeout_seconds) +
-                           " s; the loader is still running (raise timeout, or check report())");
-    }
+    return next_interruptibly(
+        timeout_seconds, [&l](std::chrono::milliseconds slice) { return l.next(slice); },
+        [](Batch b) { return py::cast(std::make_shared<Batch>(std::move(b))); });
   }
 
  private:
