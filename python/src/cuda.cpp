@@ -146,22 +146,10 @@ py::dict batch_capsules(const std::shared_ptr<DeviceBatch>& b) {
   return out;
 }
 
-/// Owns the DeviceLoader; close() stops it (GIL released) before Python drops it.
-class PyDeviceLoader {
+/// DeviceLoader owned for Python (EngineOwner), plus its Ctrl-C-aware next().
+class PyDeviceLoader : public EngineOwner<DeviceLoader> {
  public:
-  explicit PyDeviceLoader(std::unique_ptr<DeviceLoader> l) : loader_(std::move(l)) {}
-  ~PyDeviceLoader() { close(); }
-
-  DeviceLoader& get() {
-    if (!loader_) throw ShutdownError("loader is closed");
-    return *loader_;
-  }
-
-  void close() {
-    if (!loader_) return;
-    py::gil_scoped_release nogil;
-    loader_.reset();
-  }
+  using EngineOwner::EngineOwner;
 
   /// The next batch ordered on `stream` (a cudaStream_t as an int: torch's
   /// current_stream().cuda_stream; 0 is the legacy default stream), or None at the end of the
@@ -173,9 +161,6 @@ class PyDeviceLoader {
         timeout_seconds, [&l, s](std::chrono::milliseconds slice) { return l.next(s, slice); },
         [](DeviceBatch b) { return py::cast(std::make_shared<DeviceBatch>(std::move(b))); });
   }
-
- private:
-  std::unique_ptr<DeviceLoader> loader_;
 };
 
 }  // namespace

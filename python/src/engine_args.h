@@ -7,6 +7,7 @@
 #include <chrono>
 #include <algorithm>
 #include <initializer_list>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -87,6 +88,31 @@ inline std::shared_ptr<Reader> faulty_reader(const std::string& path, const Engi
   }
   return Reader::open(std::shared_ptr<Source>(wrap_faulty_source(plain->shared_source(), spec)));
 }
+
+/// Owns an engine (Loader or DeviceLoader): close() stops it with the GIL released, so its
+/// worker threads are joined before Python drops the object; use after close() is ShutdownError.
+template <class Engine>
+class EngineOwner {
+ public:
+  explicit EngineOwner(std::unique_ptr<Engine> e) : engine_(std::move(e)) {}
+  ~EngineOwner() { close(); }
+  EngineOwner(const EngineOwner&) = delete;
+  EngineOwner& operator=(const EngineOwner&) = delete;
+
+  Engine& get() {
+    if (!engine_) throw ShutdownError("loader is closed");
+    return *engine_;
+  }
+
+  void close() {
+    if (!engine_) return;
+    py::gil_scoped_release nogil;
+    engine_.reset();
+  }
+
+ private:
+  std::unique_ptr<Engine> engine_;
+};
 
 /// The engine's next(timeout) called in slices of 100 ms with the GIL released, checking for
 /// Ctrl-C between slices (KeyboardInterrupt within a slice). `next_for(slice)` returns the

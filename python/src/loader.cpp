@@ -17,22 +17,10 @@ namespace ferry::python {
 
 namespace {
 
-/// Owns the C++ loader; close() stops it (with the GIL released) before Python drops it.
-class PyLoader {
+/// Loader owned for Python (EngineOwner), plus its Ctrl-C-aware next().
+class PyLoader : public EngineOwner<Loader> {
  public:
-  explicit PyLoader(std::unique_ptr<Loader> l) : loader_(std::move(l)) {}
-  ~PyLoader() { close(); }
-
-  Loader& get() {
-    if (!loader_) throw ShutdownError("loader is closed");
-    return *loader_;
-  }
-
-  void close() {
-    if (!loader_) return;
-    py::gil_scoped_release nogil;
-    loader_.reset();
-  }
+  using EngineOwner::EngineOwner;
 
   /// The next batch, or None at the end of the epoch. timeout < 0: wait as long as needed.
   py::object next(double timeout_seconds) {
@@ -41,9 +29,6 @@ class PyLoader {
         timeout_seconds, [&l](std::chrono::milliseconds slice) { return l.next(slice); },
         [](Batch b) { return py::cast(std::make_shared<Batch>(std::move(b))); });
   }
-
- private:
-  std::unique_ptr<Loader> loader_;
 };
 
 py::array field_view(const py::object& self, const Batch& b, const FieldBuffer& f) {
