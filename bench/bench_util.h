@@ -15,7 +15,9 @@ namespace ferry::bench {
 
 using Clock = std::chrono::steady_clock;
 
-inline double elapsed(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+inline double elapsed(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 /// The CPU's model name from /proc/cpuinfo.
 inline std::string cpu_model() {
@@ -30,8 +32,8 @@ inline std::string cpu_model() {
 inline std::string machine() {
   utsname u{};
   uname(&u);
-  return std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " cores, " + cpu_model() + ", " + u.sysname + " " +
-         u.release;
+  return std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " cores, " + cpu_model() + ", " +
+         u.sysname + " " + u.release;
 }
 
 /// Value of a /proc/self/status line ("VmHWM", "RssAnon"...), in bytes.
@@ -51,12 +53,13 @@ inline void spin_for(std::chrono::nanoseconds d) {
 }
 
 /// Writes a synthetic file once (kept between runs under data/), returns its path.
-inline std::string synthetic(const std::string& name, uint64_t n, uint64_t bytes, uint64_t page_size = 2u << 20) {
+inline std::string synthetic(const std::string& name, uint64_t n, uint64_t bytes,
+                             uint64_t page_size = 2u << 20) {
   std::filesystem::create_directories("data");
   const std::string path = "data/" + name;
   if (std::filesystem::exists(path)) return path;
-  std::fprintf(stderr, "writing %s (%llu × %llu B)...\n", path.c_str(), static_cast<unsigned long long>(n),
-               static_cast<unsigned long long>(bytes));
+  std::fprintf(stderr, "writing %s (%llu × %llu B)...\n", path.c_str(),
+               static_cast<unsigned long long>(n), static_cast<unsigned long long>(bytes));
   SyntheticSpec spec;
   spec.num_samples = n;
   spec.shape = {bytes};

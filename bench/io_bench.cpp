@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "ferry/error.h"
 #include "ferry/importers.h"
 #include "ferry/order.h"
@@ -40,12 +41,10 @@
 #include "ferry/reader.h"
 #include "ferry/source.h"
 #include "util.h"
-#include "bench_util.h"
 
 namespace {
 
 using namespace ferry;
-
 
 struct Options {
   std::string dir = "data";
@@ -76,7 +75,6 @@ std::string run_command(const std::string& cmd) {
   return out;
 }
 
-
 struct Result {
   double mbps = 0, samples_per_s = 0, cpu_s = 0, wall_s = 0, resident_before = 0;
   uint64_t samples = 0;
@@ -85,8 +83,8 @@ struct Result {
 
 // Reads `order` through `src` in chunks of chunk; checks the first sample of every chunk against
 // the synthetic generator so a backend returning wrong bytes cannot look fast.
-Result read_epoch(Source& src, const Layout& layout, const std::vector<uint64_t>& order, uint64_t sample_bytes,
-                  double seconds, uint64_t chunk, uint64_t prefetch) {
+Result read_epoch(Source& src, const Layout& layout, const std::vector<uint64_t>& order,
+                  uint64_t sample_bytes, double seconds, uint64_t chunk, uint64_t prefetch) {
   const uint64_t slot = detail::align_up(sample_bytes + 128, 64);
   std::vector<uint8_t> buf(slot * chunk);
   std::vector<ReadRequest> reqs(chunk), hints(chunk);
@@ -143,8 +141,10 @@ struct Fio {
 Fio run_fio(const std::string& path, const char* rw, uint64_t bs, uint32_t depth, double seconds) {
   char cmd[1024];
   std::snprintf(cmd, sizeof cmd,
-                "fio --name=ceiling --filename=%s --readonly --ioengine=io_uring --direct=1 --rw=%s --bs=%" PRIu64
-                " --iodepth=%u --runtime=%.1f --time_based --output-format=terse --terse-version=3 2>/dev/null",
+                "fio --name=ceiling --filename=%s --readonly --ioengine=io_uring --direct=1 "
+                "--rw=%s --bs=%" PRIu64
+                " --iodepth=%u --runtime=%.1f --time_based --output-format=terse --terse-version=3 "
+                "2>/dev/null",
                 path.c_str(), rw, bs, depth, seconds);
   const std::string out = run_command(cmd);
   std::vector<std::string> f;
@@ -189,11 +189,16 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--dir") opt.dir = next();
-    else if (a == "--mib") opt.mib = std::stoull(next());
-    else if (a == "--seconds") opt.seconds = std::stod(next());
-    else if (a == "--depth") opt.depth = static_cast<uint32_t>(std::stoul(next()));
-    else if (a == "--chunk") opt.chunk = std::stoull(next());
+    if (a == "--dir")
+      opt.dir = next();
+    else if (a == "--mib")
+      opt.mib = std::stoull(next());
+    else if (a == "--seconds")
+      opt.seconds = std::stod(next());
+    else if (a == "--depth")
+      opt.depth = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--chunk")
+      opt.chunk = std::stoull(next());
     else if (a == "--sizes") {  // in KiB, comma-separated
       opt.sizes.clear();
       const std::string v = next();
@@ -202,12 +207,14 @@ int main(int argc, char** argv) {
         opt.sizes.push_back(std::stoull(v.substr(p, c - p)) * 1024);
         p = c + 1;
       }
-    }
-    else if (a == "--reps") opt.reps = std::max(1, std::stoi(next()));
-    else if (a == "--keep") opt.keep = true;
+    } else if (a == "--reps")
+      opt.reps = std::max(1, std::stoi(next()));
+    else if (a == "--keep")
+      opt.keep = true;
     else {
       std::fprintf(stderr,
-                   "usage: io_bench [--dir data] [--mib 512] [--seconds 1.0] [--depth 64] [--chunk 64] [--reps 3] "
+                   "usage: io_bench [--dir data] [--mib 512] [--seconds 1.0] [--depth 64] [--chunk "
+                   "64] [--reps 3] "
                    "[--sizes 4,16,64] [--keep]\n");
       return 2;
     }
@@ -238,8 +245,10 @@ int main(int argc, char** argv) {
     targets += line;
   };
 
-  std::printf("| sample | order | backend | cold residency | cold MB/s | cold samples/s | cold CPU s / wall s "
-              "| cold + will_need samples/s | warm MB/s | warm samples/s | warm CPU s / wall s |\n");
+  std::printf(
+      "| sample | order | backend | cold residency | cold MB/s | cold samples/s | cold CPU s / "
+      "wall s "
+      "| cold + will_need samples/s | warm MB/s | warm samples/s | warm CPU s / wall s |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   Fio device_seq;  // fio sequential 1 MiB reads: the disk's bandwidth ceiling, measured once
   for (uint64_t size : opt.sizes) {
@@ -249,7 +258,7 @@ int main(int argc, char** argv) {
     spec.num_samples = opt.mib * (1u << 20) / size;
     spec.shape = {size};
     WriterOptions wopt;
-    wopt.fsync = true;  // dirty pages cannot be evicted; a synced file can
+    wopt.fsync = true;   // dirty pages cannot be evicted; a synced file can
     bool reuse = false;  // a file left by --keep with the same samples
     try {
       reuse = Reader::open(path, {Backend::pread})->num_samples() == spec.num_samples;
@@ -279,7 +288,8 @@ int main(int argc, char** argv) {
       for (Backend b : backends) {
         if (const std::string why = backend_unavailable_reason(b, path); !why.empty()) {
           std::printf("| %" PRIu64 " KiB | %s | %s | skipped: %s |\n", size / 1024,
-                      std::string(order_name(order)).c_str(), std::string(backend_name(b)).c_str(), why.c_str());
+                      std::string(order_name(order)).c_str(), std::string(backend_name(b)).c_str(),
+                      why.c_str());
           continue;
         }
         SourceOptions so;
@@ -293,7 +303,8 @@ int main(int argc, char** argv) {
             evict_from_page_cache(path);
             const double resident = resident_fraction(path);
             if (resident > 0.01)
-              misses.push_back(path + " stayed " + std::to_string(resident) + " resident after eviction");
+              misses.push_back(path + " stayed " + std::to_string(resident) +
+                               " resident after eviction");
             auto src = open_source(path, so);
             Result r = read_epoch(*src, layout, ord, size, opt.seconds, opt.chunk, prefetch);
             r.resident_before = resident;
@@ -310,12 +321,14 @@ int main(int argc, char** argv) {
         cold[{static_cast<int>(order), static_cast<int>(b)}] = c;
         hinted[{static_cast<int>(order), static_cast<int>(b)}] = ch;
         warm[{static_cast<int>(order), static_cast<int>(b)}] = w;
-        std::printf("| %" PRIu64 " KiB | %s | %s | %.3f | %.0f | %.0f | %.2f / %.2f%s | %.0f | %.0f | %.0f "
+        std::printf("| %" PRIu64
+                    " KiB | %s | %s | %.3f | %.0f | %.0f | %.2f / %.2f%s | %.0f | %.0f | %.0f "
                     "| %.2f / %.2f%s |\n",
-                    size / 1024, std::string(order_name(order)).c_str(), std::string(backend_name(b)).c_str(),
-                    std::max(c.resident_before, ch.resident_before), c.mbps, c.samples_per_s, c.cpu_s, c.wall_s,
-                    c.complete ? "" : "*", ch.samples_per_s, w.mbps, w.samples_per_s, w.cpu_s, w.wall_s,
-                    w.complete ? "" : "*");
+                    size / 1024, std::string(order_name(order)).c_str(),
+                    std::string(backend_name(b)).c_str(),
+                    std::max(c.resident_before, ch.resident_before), c.mbps, c.samples_per_s,
+                    c.cpu_s, c.wall_s, c.complete ? "" : "*", ch.samples_per_s, w.mbps,
+                    w.samples_per_s, w.cpu_s, w.wall_s, w.complete ? "" : "*");
         std::fflush(stdout);
       }
     }
@@ -325,8 +338,9 @@ int main(int argc, char** argv) {
     const uint64_t same_bytes = detail::align_up(extent, 512);
     // Best of --reps too: the disk is shared and its speed swings as much as ferry's.
     Fio fr, fr2, fs;
-    const std::string batched = "randread --blockalign=512 --iodepth_batch_submit=" + std::to_string(opt.chunk) +
-                                " --iodepth_batch_complete_min=" + std::to_string(opt.chunk);
+    const std::string batched =
+        "randread --blockalign=512 --iodepth_batch_submit=" + std::to_string(opt.chunk) +
+        " --iodepth_batch_complete_min=" + std::to_string(opt.chunk);
     for (int rep = 0; rep < opt.reps; ++rep) {
       const Fio a = run_fio(path, "randread", size, opt.depth, opt.seconds);
       const Fio b = run_fio(path, batched.c_str(), same_bytes, opt.depth, opt.seconds);
@@ -342,17 +356,20 @@ int main(int argc, char** argv) {
     std::printf("| %" PRIu64 " KiB | random | **fio** randread bs=%" PRIu64
                 " QD%u | - | %.0f | %.0f | - | - | - | - | - |\n",
                 size / 1024, size, opt.depth, fr.mbps, fr.iops);
-    std::printf("| %" PRIu64 " KiB | random | **fio** randread bs=%" PRIu64 " QD%u in batches of %" PRIu64
+    std::printf("| %" PRIu64 " KiB | random | **fio** randread bs=%" PRIu64
+                " QD%u in batches of %" PRIu64
                 " (what read_many does) | - | %.0f | %.0f | - | - | - | - | - |\n",
                 size / 1024, same_bytes, opt.depth, opt.chunk, fr2.mbps, fr2.iops);
     std::printf("| %" PRIu64 " KiB | sequential | **fio** read bs=%" PRIu64
                 " QD%u | - | %.0f | %.0f | - | - | - | - | - |\n",
                 size / 1024, size, opt.depth, fs.mbps, fs.iops);
-    std::printf("| %" PRIu64 " KiB | auto | picks %s cold, %s warm | | | | | | | | |\n", size / 1024, auto_cold.c_str(),
-                auto_warm.c_str());
+    std::printf("| %" PRIu64 " KiB | auto | picks %s cold, %s warm | | | | | | | | |\n",
+                size / 1024, auto_cold.c_str(), auto_warm.c_str());
 
     // Targets for this size.
-    auto key = [](OrderKind o, Backend b) { return std::pair<int, int>(static_cast<int>(o), static_cast<int>(b)); };
+    auto key = [](OrderKind o, Backend b) {
+      return std::pair<int, int>(static_cast<int>(o), static_cast<int>(b));
+    };
     auto best_cold = [&](OrderKind o, Backend* which) {
       double best = 0;
       for (Backend b : backends) {
@@ -365,12 +382,13 @@ int main(int argc, char** argv) {
       return best;
     };
     Backend bq = Backend::mmap, br = Backend::mmap, bs = Backend::mmap;
-    const double q = best_cold(OrderKind::quasi_random, &bq), rnd = best_cold(OrderKind::random, &br),
+    const double q = best_cold(OrderKind::quasi_random, &bq),
+                 rnd = best_cold(OrderKind::random, &br),
                  seq = best_cold(OrderKind::sequential, &bs);
     auto name = [](Backend b) { return std::string(backend_name(b)); };
     say("\ntargets, %" PRIu64 " KiB samples:\n", size / 1024);
-    say("  cold quasi_random / cold random, best backend each (%s / %s): %.2fx (target >= 3x) %s\n", name(bq).c_str(),
-        name(br).c_str(), q / rnd, q >= 3 * rnd ? "met" : "MISSED");
+    say("  cold quasi_random / cold random, best backend each (%s / %s): %.2fx (target >= 3x) %s\n",
+        name(bq).c_str(), name(br).c_str(), q / rnd, q >= 3 * rnd ? "met" : "MISSED");
     say("    per backend:");
     for (Backend b : backends) {
       auto qi = cold.find(key(OrderKind::quasi_random, b));
@@ -385,24 +403,29 @@ int main(int argc, char** argv) {
       if (qi != hinted.end() && ri != hinted.end())
         say(" %s %.2fx", name(b).c_str(), qi->second.samples_per_s / ri->second.samples_per_s);
     }
-    double seq_mbps = device_seq.mbps;  // the disk's sequential bandwidth, as fio or the page cache saw it
+    double seq_mbps =
+        device_seq.mbps;  // the disk's sequential bandwidth, as fio or the page cache saw it
     for (Backend b : backends) {
       auto it = cold.find(key(OrderKind::sequential, b));
       if (it != cold.end()) seq_mbps = std::max(seq_mbps, it->second.mbps);
     }
-    say("\n    disk bound for a backend reading only what is asked (sequential %.0f MB/s / fio random "
+    say("\n    disk bound for a backend reading only what is asked (sequential %.0f MB/s / fio "
+        "random "
         "%.0f MB/s at this size): %.2fx\n",
         seq_mbps, fr.mbps, seq_mbps / fr.mbps);
-    say("  best cold random (%s) vs fio randread bs=%" PRIu64 ": %.0f%% of its IOPS (target >= 80%%) %s\n",
+    say("  best cold random (%s) vs fio randread bs=%" PRIu64
+        ": %.0f%% of its IOPS (target >= 80%%) %s\n",
         name(br).c_str(), size, 100 * rnd / fr.iops, rnd >= 0.8 * fr.iops ? "met" : "MISSED");
     say("    deep-queue backends, which read exactly the samples:");
     for (Backend b : {Backend::io_uring, Backend::direct}) {
       auto it = cold.find(key(OrderKind::random, b));
       if (it != cold.end())
-        say(" %s %.0f%% of fio bs=%" PRIu64 ", %.0f%% of fio doing what read_many does;", name(b).c_str(),
-            100 * it->second.samples_per_s / fr.iops, size, 100 * it->second.samples_per_s / fr2.iops);
+        say(" %s %.0f%% of fio bs=%" PRIu64 ", %.0f%% of fio doing what read_many does;",
+            name(b).c_str(), 100 * it->second.samples_per_s / fr.iops, size,
+            100 * it->second.samples_per_s / fr2.iops);
     }
-    say("\n  best cold sequential (%s) vs fio read bs=%" PRIu64 ": %.0f%% of its IOPS (target >= 80%%) %s\n",
+    say("\n  best cold sequential (%s) vs fio read bs=%" PRIu64
+        ": %.0f%% of its IOPS (target >= 80%%) %s\n",
         name(bs).c_str(), size, 100 * seq / fs.iops, seq >= 0.8 * fs.iops ? "met" : "MISSED");
     for (OrderKind o : orders) {
       const double m = warm[key(o, Backend::mmap)].samples_per_s;
@@ -414,10 +437,13 @@ int main(int argc, char** argv) {
       say("\n");
     }
   }
-  std::printf("| | sequential | **fio** read bs=1 MiB QD16 (the disk's bandwidth) | - | %.0f "
-              "| - | - | - | - | - | - |\n",
-              device_seq.mbps);
-  std::printf("\n(* = stopped at the time limit before the end of the epoch; rates are over what was read)\n");
+  std::printf(
+      "| | sequential | **fio** read bs=1 MiB QD16 (the disk's bandwidth) | - | %.0f "
+      "| - | - | - | - | - | - |\n",
+      device_seq.mbps);
+  std::printf(
+      "\n(* = stopped at the time limit before the end of the epoch; rates are over what was "
+      "read)\n");
   std::printf("%s", targets.c_str());
   for (const auto& m : misses) std::printf("NOT COLD: %s\n", m.c_str());
   if (!opt.keep)

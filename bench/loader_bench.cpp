@@ -22,7 +22,8 @@ struct Overlap {
   double speedup, ideal, wall, bound, idle;
 };
 
-Overlap overlap(const std::string& path, uint64_t batch, uint64_t n_batches, milliseconds L, milliseconds P) {
+Overlap overlap(const std::string& path, uint64_t batch, uint64_t n_batches, milliseconds L,
+                milliseconds P) {
   const uint64_t n = batch * n_batches;
   auto reader = Reader::open(path);
   // Synchronous baseline: load (wait L + read the samples), then compute.
@@ -55,7 +56,8 @@ Overlap overlap(const std::string& path, uint64_t batch, uint64_t n_batches, mil
     spin_for(P);
   }
   const double async_wall = elapsed(t1);
-  if (got != n) std::fprintf(stderr, "overlap: got %llu samples\n", static_cast<unsigned long long>(got));
+  if (got != n)
+    std::fprintf(stderr, "overlap: got %llu samples\n", static_cast<unsigned long long>(got));
   const double Ls = duration<double>(L).count(), Ps = duration<double>(P).count();
   const double bound = 1.05 * static_cast<double>(n_batches) * std::max(Ls, Ps) + std::max(Ls, Ps);
   return {sync_wall / async_wall, (Ls + Ps) / std::max(Ls, Ps), async_wall, bound,
@@ -75,7 +77,8 @@ struct Throughput {
   double samples_per_s, gbps;
 };
 
-Throughput throughput(const std::string& path, OrderKind order, uint64_t batch, int epochs, uint32_t threads) {
+Throughput throughput(const std::string& path, OrderKind order, uint64_t batch, int epochs,
+                      uint32_t threads) {
   LoaderOptions o;
   o.batch_size = batch;
   o.order = order;
@@ -102,9 +105,10 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
   std::printf("ferry loader_bench — %s\n\n", machine().c_str());
 
-  std::printf("1. Overlap (load L per batch, step P per batch, %s batches; 1 loader thread)\n", quick ? "20" : "60");
-  std::printf("   %-22s %8s %8s %8s %10s %10s %8s\n", "workload", "sync s", "async s", "speedup", "ideal", "async/bound",
-              "idle");
+  std::printf("1. Overlap (load L per batch, step P per batch, %s batches; 1 loader thread)\n",
+              quick ? "20" : "60");
+  std::printf("   %-22s %8s %8s %8s %10s %10s %8s\n", "workload", "sync s", "async s", "speedup",
+              "ideal", "async/bound", "idle");
   const std::string small = synthetic("bench-overlap.ferry", 64 * 60, 64);
   struct Case {
     const char* name;
@@ -114,9 +118,10 @@ int main(int argc, char** argv) {
     const uint64_t nb = quick ? 20 : 60;
     const Overlap r = overlap(small, 64, nb, milliseconds(c.L), milliseconds(c.P));
     const double sync = r.speedup * r.wall;
-    std::printf("   %-22s %8.2f %8.2f %7.3fx %9.3fx %9.3f %7.1f%%  speedup %s 0.95×ideal, wall %s bound\n", c.name,
-                sync, r.wall, r.speedup, r.ideal, r.wall / r.bound, 100 * r.idle,
-                r.speedup >= 0.95 * r.ideal ? ">=" : "< (MISSED)", r.wall <= r.bound ? "<=" : "> (MISSED)");
+    std::printf(
+        "   %-22s %8.2f %8.2f %7.3fx %9.3fx %9.3f %7.1f%%  speedup %s 0.95×ideal, wall %s bound\n",
+        c.name, sync, r.wall, r.speedup, r.ideal, r.wall / r.bound, 100 * r.idle,
+        r.speedup >= 0.95 * r.ideal ? ">=" : "< (MISSED)", r.wall <= r.bound ? "<=" : "> (MISSED)");
   }
 
   std::printf("\n2. Raw throughput (warm page cache, no transform, mmap, 2 threads)\n");
@@ -124,17 +129,19 @@ int main(int argc, char** argv) {
   std::printf("   single-thread memcpy: %.2f GB/s\n", mc);
   const std::string tiny = synthetic("bench-1M-64B.ferry", quick ? 200000 : 1000000, 64);
   const std::string large = synthetic("bench-20k-150KB.ferry", quick ? 2000 : 20000, 150 * 1024);
-  std::printf("   %-14s %-13s %8s %14s %9s %s\n", "file", "order", "batch", "samples/s", "GB/s", "target");
+  std::printf("   %-14s %-13s %8s %14s %9s %s\n", "file", "order", "batch", "samples/s", "GB/s",
+              "target");
   for (OrderKind order : {OrderKind::sequential, OrderKind::quasi_random, OrderKind::random}) {
     const Throughput t = throughput(tiny, order, 1024, quick ? 2 : 5, 2);
-    std::printf("   %-14s %-13s %8d %14.0f %9.2f %s\n", "1M × 64 B", std::string(order_name(order)).c_str(), 1024,
-                t.samples_per_s, t.gbps, t.samples_per_s >= 20e6 ? ">= 20M/s: met" : "< 20M/s: MISSED");
+    std::printf("   %-14s %-13s %8d %14.0f %9.2f %s\n", "1M × 64 B",
+                std::string(order_name(order)).c_str(), 1024, t.samples_per_s, t.gbps,
+                t.samples_per_s >= 20e6 ? ">= 20M/s: met" : "< 20M/s: MISSED");
   }
   for (OrderKind order : {OrderKind::sequential, OrderKind::quasi_random, OrderKind::random}) {
     const Throughput t = throughput(large, order, 64, quick ? 1 : 2, 2);
     std::printf("   %-14s %-13s %8d %14.0f %9.2f %.0f%% of memcpy: %s\n", "20k × 150 KB",
-                std::string(order_name(order)).c_str(), 64, t.samples_per_s, t.gbps, 100 * t.gbps / mc,
-                t.gbps >= 0.7 * mc ? "met" : "MISSED (< 70%)");
+                std::string(order_name(order)).c_str(), 64, t.samples_per_s, t.gbps,
+                100 * t.gbps / mc, t.gbps >= 0.7 * mc ? "met" : "MISSED (< 70%)");
   }
 
   std::printf("\n3. Memory (20k × 150 KB, batch 64, budget 64 MiB, 10 epochs)\n");
@@ -148,7 +155,8 @@ int main(int argc, char** argv) {
     std::printf("   pool: %llu slots max × %.1f MiB = %.1f MiB (budget 64 MiB)\n",
                 static_cast<unsigned long long>(loader.metrics().pool_max_slots),
                 static_cast<double>(loader.metrics().slot_bytes) / (1 << 20),
-                static_cast<double>(loader.metrics().pool_max_slots * loader.metrics().slot_bytes) / (1 << 20));
+                static_cast<double>(loader.metrics().pool_max_slots * loader.metrics().slot_bytes) /
+                    (1 << 20));
     std::printf("   anonymous RSS above start, per epoch (MiB):");
     uint64_t peak = 0;
     for (int e = 0; e < (quick ? 3 : 10); ++e) {
@@ -159,7 +167,8 @@ int main(int argc, char** argv) {
       std::printf(" %.1f", static_cast<double>(anon) / (1 << 20));
     }
     std::printf("\n   peak %.1f MiB: %s\n", static_cast<double>(peak) / (1 << 20),
-                peak <= (64u << 20) + (16u << 20) ? "within budget + 16 MiB overhead" : "OVER budget + 16 MiB (MISSED)");
+                peak <= (64u << 20) + (16u << 20) ? "within budget + 16 MiB overhead"
+                                                  : "OVER budget + 16 MiB (MISSED)");
   }
   return 0;
 }

@@ -29,12 +29,12 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "ferry/error.h"
 #include "ferry/importers.h"
 #include "ferry/order.h"
 #include "ferry/reader.h"
 #include "ferry/source.h"
-#include "bench_util.h"
 
 namespace {
 
@@ -92,7 +92,6 @@ Options parse_args(int argc, char** argv) {
 
 // ---------------------------------------------------------------------------------------------
 // Machine description, so a table is never read without its context.
-
 
 std::string machine_line() {
   struct utsname u;

@@ -21,8 +21,8 @@
 #include <thread>
 #include <vector>
 
-#include "ferry/tile_loader.h"
 #include "bench_util.h"
+#include "ferry/tile_loader.h"
 
 namespace {
 
@@ -70,7 +70,6 @@ Args parse(int argc, char** argv) {
   }
   return a;
 }
-
 
 std::string load_average() {
   std::ifstream in("/proc/loadavg");

@@ -9,8 +9,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
-    auto reader = ferry::Reader::open(
-        std::shared_ptr<ferry::Source>(ferry::open_memory_source("fuzz.ferry", std::vector<uint8_t>(data, data + size))));
+    auto reader = ferry::Reader::open(std::shared_ptr<ferry::Source>(
+        ferry::open_memory_source("fuzz.ferry", std::vector<uint8_t>(data, data + size))));
     std::vector<uint8_t> scratch;
     uint64_t sum = 0;
     for (uint64_t s = 0; s < reader->num_samples(); ++s)

@@ -1,7 +1,7 @@
 #include <sys/mman.h>
 
-#include <cstdlib>
 #include <algorithm>
+#include <cstdlib>
 #include <new>
 #include <utility>
 
@@ -23,7 +23,8 @@ class DefaultAllocator final : public HostAllocator {
     const uint64_t align = bytes >= kHugePage ? kHugePage : 64;
     void* p = std::aligned_alloc(align, detail::align_up(bytes, align));
     if (!p) throw std::bad_alloc();
-    if (huge_pages_ && align == kHugePage) ::madvise(p, detail::align_up(bytes, align), MADV_HUGEPAGE);
+    if (huge_pages_ && align == kHugePage)
+      ::madvise(p, detail::align_up(bytes, align), MADV_HUGEPAGE);
     return p;
   }
   void deallocate(void* p, uint64_t) noexcept override { std::free(p); }
@@ -41,8 +42,9 @@ std::shared_ptr<HostAllocator> default_host_allocator(bool huge_pages) {
   return huge_pages ? huge : plain;
 }
 
-BatchPool::BatchPool(std::vector<FieldSpec> fields, uint64_t batch_size, std::vector<uint64_t> field_capacity,
-                     uint64_t max_slots, std::shared_ptr<HostAllocator> allocator)
+BatchPool::BatchPool(std::vector<FieldSpec> fields, uint64_t batch_size,
+                     std::vector<uint64_t> field_capacity, uint64_t max_slots,
+                     std::shared_ptr<HostAllocator> allocator)
     : fields_(std::move(fields)),
       batch_size_(batch_size),
       field_capacity_(std::move(field_capacity)),
@@ -51,7 +53,8 @@ BatchPool::BatchPool(std::vector<FieldSpec> fields, uint64_t batch_size, std::ve
   for (size_t f = 0; f < fields_.size(); ++f) {
     field_offset_.push_back(slot_bytes_);
     slot_bytes_ += detail::align_up(field_capacity_[f], 64);
-    if (fields_[f].kind == FieldKind::bytes) slot_bytes_ += detail::align_up((batch_size_ + 1) * 8, 64);
+    if (fields_[f].kind == FieldKind::bytes)
+      slot_bytes_ += detail::align_up((batch_size_ + 1) * 8, 64);
   }
   slot_bytes_ = std::max<uint64_t>(slot_bytes_, 64);
 }
@@ -71,7 +74,8 @@ BatchSlot* BatchPool::allocate_slot() {
     fb.data = base + field_offset_[f];
     fb.capacity = field_capacity_[f];
     if (fields_[f].kind == FieldKind::bytes)
-      fb.offsets = reinterpret_cast<uint64_t*>(base + field_offset_[f] + detail::align_up(field_capacity_[f], 64));
+      fb.offsets = reinterpret_cast<uint64_t*>(base + field_offset_[f] +
+                                               detail::align_up(field_capacity_[f], 64));
     slot->fields.push_back(fb);
   }
   slot->sample_ids.reserve(batch_size_);
@@ -107,7 +111,8 @@ void BatchPool::release(BatchSlot* slot) noexcept {
 
 // ---- Batch ----
 
-Batch::Batch(Batch&& o) noexcept : pool_(std::move(o.pool_)), slot_(std::exchange(o.slot_, nullptr)) {}
+Batch::Batch(Batch&& o) noexcept
+    : pool_(std::move(o.pool_)), slot_(std::exchange(o.slot_, nullptr)) {}
 Batch& Batch::operator=(Batch&& o) noexcept {
   if (this != &o) {
     release();

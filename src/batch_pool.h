@@ -21,7 +21,7 @@ struct BatchSlot {
   uint64_t size = 0, epoch = 0, index = 0;
   uint64_t bytes = 0, skipped = 0;  // for metrics, counted when the batch is delivered
   uint64_t truncated = 0;           // samples already lent to the batch before (on_error=skip)
-  std::exception_ptr error;  // on_error=raise: thrown by next() when this batch is reached
+  std::exception_ptr error;         // on_error=raise: thrown by next() when this batch is reached
   std::chrono::steady_clock::time_point claimed;
 };
 
@@ -31,8 +31,9 @@ struct BatchSlot {
 /// the loader's scheduling state, so one condition-variable predicate sees everything.
 class BatchPool : public std::enable_shared_from_this<BatchPool> {
  public:
-  BatchPool(std::vector<FieldSpec> fields, uint64_t batch_size, std::vector<uint64_t> field_capacity,
-            uint64_t max_slots, std::shared_ptr<HostAllocator> allocator);
+  BatchPool(std::vector<FieldSpec> fields, uint64_t batch_size,
+            std::vector<uint64_t> field_capacity, uint64_t max_slots,
+            std::shared_ptr<HostAllocator> allocator);
   ~BatchPool();
 
   uint64_t slot_bytes() const { return slot_bytes_; }

@@ -22,7 +22,7 @@ struct DTypeInfo {
   size_t size;
 };
 constexpr DTypeInfo kDTypes[kNumDTypes] = {
-    {"u8", 1}, {"i8", 1}, {"u16", 2}, {"i16", 2}, {"u32", 4},  {"i32", 4},
+    {"u8", 1},  {"i8", 1},  {"u16", 2}, {"i16", 2},  {"u32", 4}, {"i32", 4},
     {"u64", 8}, {"i64", 8}, {"f16", 2}, {"bf16", 2}, {"f32", 4}, {"f64", 8},
 };
 
@@ -39,7 +39,8 @@ DType parse_dtype(std::string_view name) {
   for (int i = 0; i < kNumDTypes; ++i)
     if (kDTypes[i].name == name) return static_cast<DType>(i);
   std::string known;
-  for (const auto& d : kDTypes) known += std::string(known.empty() ? "" : ", ") + std::string(d.name);
+  for (const auto& d : kDTypes)
+    known += std::string(known.empty() ? "" : ", ") + std::string(d.name);
   throw InvalidArgument("unknown dtype '" + std::string(name) + "' (known: " + known + ")");
 }
 
@@ -77,7 +78,8 @@ void Schema::validate() const {
   for (const auto& f : fields) {
     if (f.name.empty() || f.name.size() > kMaxFieldName)
       throw InvalidArgument("schema: field names must have 1 to 255 bytes, got '" + f.name + "'");
-    if (!seen.insert(f.name).second) throw InvalidArgument("schema: duplicate field '" + f.name + "'");
+    if (!seen.insert(f.name).second)
+      throw InvalidArgument("schema: duplicate field '" + f.name + "'");
     if (f.kind != FieldKind::ndarray && f.kind != FieldKind::bytes)
       throw InvalidArgument("schema: field '" + f.name + "' has an unknown kind");
     if (static_cast<int>(f.dtype) >= kNumDTypes)
@@ -165,9 +167,10 @@ class LayoutParser {
  private:
   std::vector<uint8_t> read(uint64_t offset, uint64_t length, std::string_view section) {
     if (!fits(offset, length, size_))
-      bad(path_, section, "range [" + std::to_string(offset) + ", +" + std::to_string(length) +
-                              ") lies past the end of the file (" + std::to_string(size_) +
-                              " bytes): truncated or corrupt");
+      bad(path_, section,
+          "range [" + std::to_string(offset) + ", +" + std::to_string(length) +
+              ") lies past the end of the file (" + std::to_string(size_) +
+              " bytes): truncated or corrupt");
     std::vector<uint8_t> buf(length);
     if (length) read_(offset, length, buf.data());
     return buf;
@@ -175,18 +178,20 @@ class LayoutParser {
 
   HeaderPrefix parse_header(Layout& out) {
     if (size_ < sizeof(HeaderPrefix) + sizeof(Footer))
-      bad(path_, "header", "file has " + std::to_string(size_) + " bytes, too small to be a ferry file");
+      bad(path_, "header",
+          "file has " + std::to_string(size_) + " bytes, too small to be a ferry file");
     HeaderPrefix h;
     auto raw = read(0, sizeof h, "header");
     std::memcpy(&h, raw.data(), sizeof h);
     if (std::memcmp(h.magic, kMagic, 8) != 0) bad(path_, "header", "bad magic: not a ferry file");
     if (h.version != kFormatVersion)
-      bad(path_, "header", "format version " + std::to_string(h.version) + ", this ferry reads version " +
-                               std::to_string(kFormatVersion));
+      bad(path_, "header",
+          "format version " + std::to_string(h.version) + ", this ferry reads version " +
+              std::to_string(kFormatVersion));
     if (h.flags != 0) bad(path_, "header", "unknown flags " + std::to_string(h.flags));
     if (h.header_size % kHeaderAlign != 0 || h.header_size != h.data_offset ||
-        h.header_size < sizeof(HeaderPrefix) || h.schema_size > h.header_size - sizeof(HeaderPrefix) ||
-        h.header_size > size_)
+        h.header_size < sizeof(HeaderPrefix) ||
+        h.schema_size > h.header_size - sizeof(HeaderPrefix) || h.header_size > size_)
       bad(path_, "header", "inconsistent header size " + std::to_string(h.header_size));
     auto block = read(0, sizeof(HeaderPrefix) + h.schema_size, "header");
     std::memset(block.data() + offsetof(HeaderPrefix, header_xxh64), 0, 8);
@@ -194,9 +199,11 @@ class LayoutParser {
       bad(path_, "header", "checksum mismatch (header corrupted)");
     out.header_xxh64_ = h.header_xxh64;
     if (!is_pow2(h.page_size) || h.page_size < kMinPageSize || h.page_size > kMaxPageSize)
-      bad(path_, "header", "page size " + std::to_string(h.page_size) + " is not a power of two in [4 KiB, 1 GiB]");
+      bad(path_, "header",
+          "page size " + std::to_string(h.page_size) + " is not a power of two in [4 KiB, 1 GiB]");
     if (!is_pow2(h.alignment) || h.alignment > kHeaderAlign)
-      bad(path_, "header", "alignment " + std::to_string(h.alignment) + " is not a power of two <= 4096");
+      bad(path_, "header",
+          "alignment " + std::to_string(h.alignment) + " is not a power of two <= 4096");
     out.page_size_ = h.page_size;
     out.alignment_ = h.alignment;
     out.data_offset_ = h.data_offset;
@@ -219,14 +226,16 @@ class LayoutParser {
       f.dtype = static_cast<DType>(p[pos + 1]);
       const uint8_t ndim = p[pos + 2], name_len = p[pos + 3];
       pos += 4;
-      if (static_cast<int>(f.kind) > 1 || static_cast<int>(f.dtype) >= kNumDTypes || ndim > kMaxNdim)
+      if (static_cast<int>(f.kind) > 1 || static_cast<int>(f.dtype) >= kNumDTypes ||
+          ndim > kMaxNdim)
         bad(path_, "schema", "field " + std::to_string(i) + " has an unknown kind, dtype or rank");
       need(name_len);
       f.name.assign(reinterpret_cast<const char*>(p + pos), name_len);
       pos += name_len;
       need(8ull * ndim);
       f.shape.resize(ndim);
-      if (ndim) std::memcpy(f.shape.data(), p + pos, 8ull * ndim);  // a scalar's shape has no data()
+      if (ndim)
+        std::memcpy(f.shape.data(), p + pos, 8ull * ndim);  // a scalar's shape has no data()
       pos += 8ull * ndim;
       s.fields.push_back(std::move(f));
     }
@@ -241,15 +250,18 @@ class LayoutParser {
 
   Footer parse_footer(const HeaderPrefix& h) {
     if (h.footer_offset != size_ - sizeof(Footer))
-      bad(path_, "footer", "expected at offset " + std::to_string(size_ - sizeof(Footer)) + ", header says " +
-                               std::to_string(h.footer_offset) + " (truncated or extended file)");
+      bad(path_, "footer",
+          "expected at offset " + std::to_string(size_ - sizeof(Footer)) + ", header says " +
+              std::to_string(h.footer_offset) + " (truncated or extended file)");
     Footer f;
     auto raw = read(h.footer_offset, sizeof f, "footer");
     std::memcpy(&f, raw.data(), sizeof f);
-    if (std::memcmp(f.magic, kEndMagic, 8) != 0) bad(path_, "footer", "bad end magic (truncated file?)");
+    if (std::memcmp(f.magic, kEndMagic, 8) != 0)
+      bad(path_, "footer", "bad end magic (truncated file?)");
     if (f.file_size != size_)
-      bad(path_, "footer", "records a file size of " + std::to_string(f.file_size) + " bytes, file has " +
-                               std::to_string(size_));
+      bad(path_, "footer",
+          "records a file size of " + std::to_string(f.file_size) + " bytes, file has " +
+              std::to_string(size_));
     return f;
   }
 
@@ -259,16 +271,19 @@ class LayoutParser {
       bad(path_, "page table", "offset " + std::to_string(data_end) + " outside the file");
     const uint64_t max_pages = (data_end - h.data_offset + h.page_size - 1) / h.page_size;
     if (h.num_pages > max_pages)
-      bad(path_, "page table", std::to_string(h.num_pages) + " pages do not fit in the data region");
+      bad(path_, "page table",
+          std::to_string(h.num_pages) + " pages do not fit in the data region");
     auto raw = read(h.page_table_offset, h.num_pages * sizeof(PageInfo), "page table");
     if (XXH64(raw.data(), raw.size(), 0) != f.page_table_xxh64)
       bad(path_, "page table", "checksum mismatch (page table corrupted)");
     out.pages_.resize(h.num_pages);
     if (!raw.empty()) std::memcpy(out.pages_.data(), raw.data(), raw.size());
     for (uint64_t p = 0; p < h.num_pages; ++p) {
-      if (out.pages_[p].used > h.page_size || !fits(out.page_offset(p), out.pages_[p].used, data_end))
-        bad(path_, "page table", "page " + std::to_string(p) + " claims " + std::to_string(out.pages_[p].used) +
-                                     " bytes beyond the data region");
+      if (out.pages_[p].used > h.page_size ||
+          !fits(out.page_offset(p), out.pages_[p].used, data_end))
+        bad(path_, "page table",
+            "page " + std::to_string(p) + " claims " + std::to_string(out.pages_[p].used) +
+                " bytes beyond the data region");
     }
   }
 
@@ -276,8 +291,9 @@ class LayoutParser {
     const uint64_t nf = out.schema_.fields.size();
     const uint64_t entry = index_entry_size(nf);
     if (h.num_samples > size_ / entry || h.index_size != h.num_samples * entry)
-      bad(path_, "index", "size " + std::to_string(h.index_size) + " does not match " +
-                              std::to_string(h.num_samples) + " samples");
+      bad(path_, "index",
+          "size " + std::to_string(h.index_size) + " does not match " +
+              std::to_string(h.num_samples) + " samples");
     if (h.index_offset < h.page_table_offset + h.num_pages * sizeof(PageInfo) ||
         !fits(h.index_offset, h.index_size, h.footer_offset))
       bad(path_, "index", "offset " + std::to_string(h.index_offset) + " overlaps another section");
@@ -299,23 +315,29 @@ class LayoutParser {
   void check_sample(Layout& out, uint64_t s) {
     const uint64_t page = out.sample_pages_[s];
     if (page >= out.pages_.size())
-      bad(path_, "index", "sample " + std::to_string(s) + " names page " + std::to_string(page) + " of " +
-                              std::to_string(out.pages_.size()));
+      bad(path_, "index",
+          "sample " + std::to_string(s) + " names page " + std::to_string(page) + " of " +
+              std::to_string(out.pages_.size()));
     const uint64_t span = (out.pages_.size() - page) * out.page_size_;
     for (size_t i = 0; i < out.schema_.fields.size(); ++i) {
       const FieldLoc loc = out.field_locs_[s * out.schema_.fields.size() + i];
       const FieldSpec& spec = out.schema_.fields[i];
-      const auto where = [&] { return "sample " + std::to_string(s) + " field '" + spec.name + "'"; };
+      const auto where = [&] {
+        return "sample " + std::to_string(s) + " field '" + spec.name + "'";
+      };
       if (spec.kind == FieldKind::ndarray && loc.length != spec.fixed_bytes())
-        bad(path_, "index", where() + " has " + std::to_string(loc.length) + " bytes, schema says " +
-                                std::to_string(spec.fixed_bytes()));
+        bad(path_, "index",
+            where() + " has " + std::to_string(loc.length) + " bytes, schema says " +
+                std::to_string(spec.fixed_bytes()));
       if (loc.offset % out.alignment_ != 0) bad(path_, "index", where() + " is misaligned");
-      if (!fits(loc.offset, loc.length, span)) bad(path_, "index", where() + " lies past the last page");
+      if (!fits(loc.offset, loc.length, span))
+        bad(path_, "index", where() + " lies past the last page");
       if (loc.length > 0) {
         const uint64_t last = page + (loc.offset + loc.length - 1) / out.page_size_;
         const uint64_t end_in_last = (loc.offset + loc.length - 1) % out.page_size_ + 1;
         if (end_in_last > out.pages_[last].used)
-          bad(path_, "index", where() + " extends past the used bytes of page " + std::to_string(last));
+          bad(path_, "index",
+              where() + " extends past the used bytes of page " + std::to_string(last));
       }
       out.max_lengths_[i] = std::max(out.max_lengths_[i], loc.length);
     }

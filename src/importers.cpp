@@ -48,12 +48,18 @@ class GzFile {
 
 DType idx_dtype(const std::string& path, uint8_t code) {
   switch (code) {
-    case 0x08: return DType::u8;
-    case 0x09: return DType::i8;
-    case 0x0B: return DType::i16;
-    case 0x0C: return DType::i32;
-    case 0x0D: return DType::f32;
-    case 0x0E: return DType::f64;
+    case 0x08:
+      return DType::u8;
+    case 0x09:
+      return DType::i8;
+    case 0x0B:
+      return DType::i16;
+    case 0x0C:
+      return DType::i32;
+    case 0x0D:
+      return DType::f32;
+    case 0x0E:
+      return DType::f64;
   }
   throw FormatError("IDX file '" + path + "': unknown element type code " + std::to_string(code));
 }
@@ -67,7 +73,8 @@ IdxInfo read_header(GzFile& f, const std::string& path) {
   for (int i = 0; i < magic[3]; ++i) {
     uint8_t be[4];
     f.read_exact(be, 4, "dimensions");
-    info.dims.push_back((uint64_t{be[0]} << 24) | (uint64_t{be[1]} << 16) | (uint64_t{be[2]} << 8) | be[3]);
+    info.dims.push_back((uint64_t{be[0]} << 24) | (uint64_t{be[1]} << 16) | (uint64_t{be[2]} << 8) |
+                        be[3]);
   }
   for (size_t i = 1; i < info.dims.size(); ++i)
     if (info.dims[i] == 0) throw FormatError("IDX file '" + path + "': zero dimension");
@@ -96,12 +103,13 @@ uint64_t import_idx(const std::string& images, const std::string& labels, const 
     lab = std::make_unique<GzFile>(labels);
     li = read_header(*lab, labels);
     if (li.dims.size() != 1 || li.dims[0] != ii.dims[0])
-      throw FormatError("IDX labels '" + labels + "' have " + std::to_string(li.dims[0]) + " entries for " +
-                        std::to_string(ii.dims[0]) + " images in '" + images + "'");
+      throw FormatError("IDX labels '" + labels + "' have " + std::to_string(li.dims[0]) +
+                        " entries for " + std::to_string(ii.dims[0]) + " images in '" + images +
+                        "'");
   }
   Schema schema;
-  schema.fields.push_back(
-      FieldSpec::array("image", ii.dtype, std::vector<uint64_t>(ii.dims.begin() + 1, ii.dims.end())));
+  schema.fields.push_back(FieldSpec::array(
+      "image", ii.dtype, std::vector<uint64_t>(ii.dims.begin() + 1, ii.dims.end())));
   if (lab) schema.fields.push_back(FieldSpec::scalar("label", li.dtype));
   Writer w(out, schema, options);
   const uint64_t n = ii.dims[0];
@@ -132,7 +140,8 @@ uint64_t synthetic_word(uint64_t sample_key, uint64_t w) {
 }  // namespace
 
 uint8_t synthetic_byte(uint64_t seed, uint64_t index, uint64_t j) {
-  return static_cast<uint8_t>(synthetic_word(detail::mix_seed(seed, index), j / 8) >> (8 * (j % 8)));
+  return static_cast<uint8_t>(synthetic_word(detail::mix_seed(seed, index), j / 8) >>
+                              (8 * (j % 8)));
 }
 
 void synthetic_fill(uint64_t seed, uint64_t index, uint8_t* dst, uint64_t length) {
@@ -150,10 +159,11 @@ uint64_t synthetic_length(const SyntheticSpec& spec, uint64_t index) {
   return 1 + detail::mix_seed(spec.seed ^ 0x5A5A, index) % (2 * bytes);
 }
 
-void write_synthetic(const std::string& out, const SyntheticSpec& spec, const WriterOptions& options,
-                     const Progress& progress) {
+void write_synthetic(const std::string& out, const SyntheticSpec& spec,
+                     const WriterOptions& options, const Progress& progress) {
   Schema schema;
-  schema.fields.push_back(spec.variable ? FieldSpec::bytes("data") : FieldSpec::array("data", spec.dtype, spec.shape));
+  schema.fields.push_back(spec.variable ? FieldSpec::bytes("data")
+                                        : FieldSpec::array("data", spec.dtype, spec.shape));
   schema.fields.push_back(FieldSpec::scalar("label", DType::i64));
   Writer w(out, schema, options);
   std::vector<uint8_t> buf;
@@ -163,7 +173,8 @@ void write_synthetic(const std::string& out, const SyntheticSpec& spec, const Wr
     const int64_t label = static_cast<int64_t>(s);
     const FieldData row[2] = {{buf.data(), buf.size()}, {&label, 8}};
     w.append(row);
-    if (progress && (s % 4096 == 4095 || s + 1 == spec.num_samples)) progress(s + 1, spec.num_samples);
+    if (progress && (s % 4096 == 4095 || s + 1 == spec.num_samples))
+      progress(s + 1, spec.num_samples);
   }
   w.close();
 }

@@ -21,13 +21,13 @@ namespace {
 // Without a budget the pool may still grow (for batches the consumer holds) up to this much.
 constexpr uint64_t kDefaultGrowthBytes = 1ull << 30;
 constexpr uint64_t kDefaultPoolBytes = 128ull << 20;
-constexpr size_t kReadChunk = 32;            // requests per read_many between stop checks
-constexpr uint64_t kLargeSampleBytes = 64 * 1024;  // auto: from here on, pread rather than mmap
+constexpr size_t kReadChunk = 32;                      // requests per read_many between stop checks
+constexpr uint64_t kLargeSampleBytes = 64 * 1024;      // auto: from here on, pread rather than mmap
 constexpr auto kSpin = std::chrono::microseconds(50);  // consumer polls this long before sleeping
 
-
 uint64_t ns_since(Clock::time_point t0) {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
 }
 
 }  // namespace
@@ -36,9 +36,12 @@ uint64_t ns_since(Clock::time_point t0) {
 // `normal` keeps the kernel's read-around, which is what makes it fast on a cold file.
 AccessPattern access_pattern(OrderKind order) {
   switch (order) {
-    case OrderKind::sequential: return AccessPattern::sequential;
-    case OrderKind::random: return AccessPattern::random;
-    case OrderKind::quasi_random: break;
+    case OrderKind::sequential:
+      return AccessPattern::sequential;
+    case OrderKind::random:
+      return AccessPattern::random;
+    case OrderKind::quasi_random:
+      break;
   }
   return AccessPattern::normal;
 }
@@ -46,7 +49,8 @@ AccessPattern access_pattern(OrderKind order) {
 // Mean span of a sample in the file, from the validated index.
 uint64_t mean_sample_bytes(const Layout& layout) {
   if (layout.num_samples() == 0) return 0;
-  const uint64_t used = layout.page_offset(layout.num_pages() - 1) + layout.pages().back().used - layout.data_offset();
+  const uint64_t used = layout.page_offset(layout.num_pages() - 1) + layout.pages().back().used -
+                        layout.data_offset();
   return used / layout.num_samples();
 }
 
@@ -86,16 +90,18 @@ struct Loader::Impl {
   uint64_t epoch = 0;
   std::shared_ptr<const std::vector<uint64_t>> order;
   uint64_t num_batches = 0;
-  uint64_t next_claim = 0;   // next batch index a worker will take
-  uint64_t delivered = 0;    // batches handed to the consumer this epoch
-  uint64_t in_flight = 0;    // claimed, not yet ready (any generation)
-  uint64_t generation = 0;   // bumped by set_epoch: work of older generations is discarded
+  uint64_t next_claim = 0;  // next batch index a worker will take
+  uint64_t delivered = 0;   // batches handed to the consumer this epoch
+  uint64_t in_flight = 0;   // claimed, not yet ready (any generation)
+  uint64_t generation = 0;  // bumped by set_epoch: work of older generations is discarded
   std::map<uint64_t, BatchSlot*> ready;
-  std::map<uint64_t, uint64_t> borrowed;  // on_error=skip: samples lent by batch j to the one before
-  uint64_t lend_window_end = 0;            // while borrowing: workers may claim below this too
+  std::map<uint64_t, uint64_t>
+      borrowed;                  // on_error=skip: samples lent by batch j to the one before
+  uint64_t lend_window_end = 0;  // while borrowing: workers may claim below this too
   bool stop = false;
   std::atomic<bool> stop_flag{false};  // read lock-free by workers between chunks of a batch
-  std::atomic<uint64_t> ready_events{0};  // bumped when a batch becomes ready: the consumer spins on it
+  std::atomic<uint64_t> ready_events{
+      0};  // bumped when a batch becomes ready: the consumer spins on it
 
   std::vector<std::thread> workers;
 
@@ -110,15 +116,19 @@ struct Loader::Impl {
     if (opt.rank >= opt.world_size)
       throw InvalidArgument("rank " + std::to_string(opt.rank) + " must be below world_size " +
                             std::to_string(opt.world_size));
-    if (opt.num_threads > 1024) throw InvalidArgument("num_threads " + std::to_string(opt.num_threads) + " is absurd; use at most 1024");
+    if (opt.num_threads > 1024)
+      throw InvalidArgument("num_threads " + std::to_string(opt.num_threads) +
+                            " is absurd; use at most 1024");
     if (opt.device != "cpu" && opt.device.rfind("cuda", 0) == 0)
 #if FERRY_HAVE_CUDA
-      throw InvalidArgument("device '" + opt.device + "': Loader makes host batches; CUDA devices take a "
+      throw InvalidArgument("device '" + opt.device +
+                            "': Loader makes host batches; CUDA devices take a "
                             "ferry::DeviceLoader (include/ferry/cuda.h)");
 #else
       throw InvalidArgument("device '" + opt.device + "': ferry was built without CUDA");
 #endif
-    if (opt.device != "cpu") throw InvalidArgument("device '" + opt.device + "': use 'cpu', 'cuda' or 'cuda:N'");
+    if (opt.device != "cpu")
+      throw InvalidArgument("device '" + opt.device + "': use 'cpu', 'cuda' or 'cuda:N'");
     if (opt.fields.empty())
       for (const auto& f : schema.fields) opt.fields.push_back(f.name);
     for (const auto& name : opt.fields) {
@@ -131,11 +141,12 @@ struct Loader::Impl {
     threads = opt.num_threads ? opt.num_threads : std::max(1u, cores - 1);
     if (opt.numa_node >= numa_node_count())
       throw InvalidArgument("numa_node " + std::to_string(opt.numa_node) + ": this machine has " +
-                            std::to_string(numa_node_count()) + " NUMA node(s); use -1 for no pinning");
+                            std::to_string(numa_node_count()) +
+                            " NUMA node(s); use -1 for no pinning");
     make_pool();
     file_base = reader->source().view(0, reader->source().size());
-    hint_ahead = opt.os_hints && opt.order != OrderKind::sequential && reader->source().backend_name() != "direct" &&
-                 is_cold(reader->path());
+    hint_ahead = opt.os_hints && opt.order != OrderKind::sequential &&
+                 reader->source().backend_name() != "direct" && is_cold(reader->path());
   }
 
   // Hints only pay when pages must come from the disk; residency is sampled once, at open.
@@ -149,7 +160,8 @@ struct Loader::Impl {
 
   // WILLNEED for the pages batch `index` will read, merged into ranges: issued for the batch
   // that just entered the window, so the kernel reads it while the earlier ones are processed.
-  void hint_batch(const std::vector<uint64_t>& order, uint64_t index, std::vector<ReadRequest>& ranges) const {
+  void hint_batch(const std::vector<uint64_t>& order, uint64_t index,
+                  std::vector<ReadRequest>& ranges) const {
     const uint64_t begin = index * opt.batch_size;
     if (begin >= order.size()) return;
     const uint64_t end = std::min<uint64_t>(begin + opt.batch_size, order.size());
@@ -158,12 +170,14 @@ struct Loader::Impl {
       const auto [b, e] = reader->layout().sample_extent(order[i]);
       ranges.push_back({b, e - b, nullptr});
     }
-    std::sort(ranges.begin(), ranges.end(), [](const ReadRequest& a, const ReadRequest& b) { return a.offset < b.offset; });
+    std::sort(ranges.begin(), ranges.end(),
+              [](const ReadRequest& a, const ReadRequest& b) { return a.offset < b.offset; });
     size_t out = 0;
     for (size_t i = 1; i < ranges.size(); ++i) {
       ReadRequest& last = ranges[out];
       if (ranges[i].offset <= last.offset + last.length + 4096) {
-        last.length = std::max(last.offset + last.length, ranges[i].offset + ranges[i].length) - last.offset;
+        last.length =
+            std::max(last.offset + last.length, ranges[i].offset + ranges[i].length) - last.offset;
       } else {
         ranges[++out] = ranges[i];
       }
@@ -185,19 +199,24 @@ struct Loader::Impl {
       max_slots = opt.memory_budget / slot_bytes;
       const uint64_t need = opt.prefetch ? opt.prefetch + 1 : 2;
       if (max_slots < need)
-        throw InvalidArgument("memory_budget " + std::to_string(opt.memory_budget) + " bytes holds " +
-                              std::to_string(max_slots) + " batches of " + std::to_string(slot_bytes) +
-                              " bytes; it needs at least " + std::to_string(need) + " (" +
-                              std::to_string(need * slot_bytes) + " bytes): raise memory_budget, or lower " +
-                              "batch_size" + (opt.prefetch ? " or prefetch" : ""));
-      prefetch = opt.prefetch ? opt.prefetch : static_cast<uint32_t>(std::min<uint64_t>(max_slots - 1, 64));
-      if (!opt.prefetch && max_slots > 2) prefetch = static_cast<uint32_t>(std::min<uint64_t>(max_slots - 2, 64));
+        throw InvalidArgument("memory_budget " + std::to_string(opt.memory_budget) +
+                              " bytes holds " + std::to_string(max_slots) + " batches of " +
+                              std::to_string(slot_bytes) + " bytes; it needs at least " +
+                              std::to_string(need) + " (" + std::to_string(need * slot_bytes) +
+                              " bytes): raise memory_budget, or lower " + "batch_size" +
+                              (opt.prefetch ? " or prefetch" : ""));
+      prefetch = opt.prefetch ? opt.prefetch
+                              : static_cast<uint32_t>(std::min<uint64_t>(max_slots - 1, 64));
+      if (!opt.prefetch && max_slots > 2)
+        prefetch = static_cast<uint32_t>(std::min<uint64_t>(max_slots - 2, 64));
     } else {
       // Default depth: 2 batches per thread (at least 4), but no deeper than what keeps the
       // pool near kDefaultPoolBytes: a few batches of 40 MB already hide any step time.
-      const uint64_t by_memory = kDefaultPoolBytes / slot_bytes > 2 ? kDefaultPoolBytes / slot_bytes - 2 : 0;
+      const uint64_t by_memory =
+          kDefaultPoolBytes / slot_bytes > 2 ? kDefaultPoolBytes / slot_bytes - 2 : 0;
       prefetch = opt.prefetch ? opt.prefetch
-                              : static_cast<uint32_t>(std::clamp<uint64_t>(by_memory, 2, std::max(4u, 2 * threads)));
+                              : static_cast<uint32_t>(
+                                    std::clamp<uint64_t>(by_memory, 2, std::max(4u, 2 * threads)));
       max_slots = std::max<uint64_t>(prefetch + 2, kDefaultGrowthBytes / slot_bytes);
     }
     pool = std::make_shared<BatchPool>(fields, opt.batch_size, capacity, max_slots, alloc);
@@ -224,8 +243,9 @@ struct Loader::Impl {
     mine.next_batch = r.next_batch;
     mine.borrowed = r.borrowed;
     if (!(mine == r))
-      throw InvalidArgument("cannot resume: the state was saved with other settings or data (saved " + r.to_json() +
-                            ", this loader " + mine.to_json() + ")");
+      throw InvalidArgument(
+          "cannot resume: the state was saved with other settings or data (saved " + r.to_json() +
+          ", this loader " + mine.to_json() + ")");
   }
 
   // ---- scheduling (pool->mu held) ----
@@ -235,7 +255,8 @@ struct Loader::Impl {
     epoch = e;
     const OrderOptions oo{opt.order, opt.seed, opt.window_pages};
     const auto full = ferry::epoch_order(oo, e, reader->layout().sample_pages());
-    order = std::make_shared<const std::vector<uint64_t>>(shard_order(full, opt.rank, opt.world_size, opt.remainder));
+    order = std::make_shared<const std::vector<uint64_t>>(
+        shard_order(full, opt.rank, opt.world_size, opt.remainder));
     const uint64_t n = order->size();
     num_batches = opt.drop_last ? n / opt.batch_size : (n + opt.batch_size - 1) / opt.batch_size;
     next_claim = delivered = std::min(first_batch, num_batches);
@@ -285,14 +306,16 @@ struct Loader::Impl {
     }
   }
 
-  void fill(BatchSlot& s, const Task& t, std::vector<ReadRequest>& requests, std::vector<uint8_t>& keep) {
+  void fill(BatchSlot& s, const Task& t, std::vector<ReadRequest>& requests,
+            std::vector<uint8_t>& keep) {
     const auto& order = *t.order;
     const uint64_t begin = t.index * opt.batch_size;
     const uint64_t end = std::min<uint64_t>(begin + opt.batch_size, order.size());
     s.epoch = t.epoch;
     s.index = t.index;
     s.error = nullptr;
-    s.sample_ids.assign(order.begin() + static_cast<std::ptrdiff_t>(begin), order.begin() + static_cast<std::ptrdiff_t>(end));
+    s.sample_ids.assign(order.begin() + static_cast<std::ptrdiff_t>(begin),
+                        order.begin() + static_cast<std::ptrdiff_t>(end));
     s.size = s.sample_ids.size();
     s.skipped = 0;
     s.truncated = 0;
@@ -320,7 +343,8 @@ struct Loader::Impl {
       uint64_t* off = s.fields[f].offsets;
       if (!off) continue;
       off[0] = 0;
-      for (uint64_t i = 0; i < s.size; ++i) off[i + 1] = off[i] + L.sample_fields(s.sample_ids[i])[field_index[f]].length;
+      for (uint64_t i = 0; i < s.size; ++i)
+        off[i + 1] = off[i] + L.sample_fields(s.sample_ids[i])[field_index[f]].length;
     }
   }
 
@@ -342,30 +366,36 @@ struct Loader::Impl {
           // Every cache line of small fields (up to 2 KiB): random samples each start a new
           // stream the hardware prefetcher has not seen yet.
           const uint8_t* p = file_base + L.field_offset(ahead, field_index[f]);
-          const uint64_t len = std::min<uint64_t>(L.sample_fields(ahead)[field_index[f]].length, 2048);
+          const uint64_t len =
+              std::min<uint64_t>(L.sample_fields(ahead)[field_index[f]].length, 2048);
           for (uint64_t off = 0; off < len; off += 64) __builtin_prefetch(p + off);
         }
       }
-      if (i + 2 * kAhead < s.size) __builtin_prefetch(L.sample_fields(s.sample_ids[i + 2 * kAhead]).data());
+      if (i + 2 * kAhead < s.size)
+        __builtin_prefetch(L.sample_fields(s.sample_ids[i + 2 * kAhead]).data());
       const uint64_t id = s.sample_ids[i];
       for (size_t f = 0; f < nf; ++f) {
         const FieldLoc loc = L.sample_fields(id)[field_index[f]];
-        std::memcpy(field_dst(s, f, i), file_base + L.page_offset(L.sample_page(id)) + loc.offset, loc.length);
+        std::memcpy(field_dst(s, f, i), file_base + L.page_offset(L.sample_page(id)) + loc.offset,
+                    loc.length);
       }
     }
   }
 
-  void read_through_source(BatchSlot& s, std::vector<ReadRequest>& requests, std::vector<uint8_t>& keep) {
+  void read_through_source(BatchSlot& s, std::vector<ReadRequest>& requests,
+                           std::vector<uint8_t>& keep) {
     const Layout& L = reader->layout();
     requests.clear();
     for (uint64_t i = 0; i < s.size; ++i)
       for (size_t f = 0; f < fields.size(); ++f) {
         const FieldLoc loc = L.sample_fields(s.sample_ids[i])[field_index[f]];
-        requests.push_back({L.field_offset(s.sample_ids[i], field_index[f]), loc.length, field_dst(s, f, i)});
+        requests.push_back(
+            {L.field_offset(s.sample_ids[i], field_index[f]), loc.length, field_dst(s, f, i)});
       }
     const size_t per_sample = fields.size();
     for (size_t start = 0; start < requests.size(); start += kReadChunk * per_sample) {
-      if (stop_flag.load(std::memory_order_relaxed)) return;  // shutting down: the batch is discarded
+      if (stop_flag.load(std::memory_order_relaxed))
+        return;  // shutting down: the batch is discarded
       const size_t count = std::min(kReadChunk * per_sample, requests.size() - start);
       try {
         reader->source().read_many(std::span(requests).subspan(start, count));
@@ -376,8 +406,8 @@ struct Loader::Impl {
     }
   }
 
-  void retry_one_by_one(BatchSlot& s, const std::vector<ReadRequest>& requests, size_t start, size_t count,
-                        std::vector<uint8_t>& keep) {
+  void retry_one_by_one(BatchSlot& s, const std::vector<ReadRequest>& requests, size_t start,
+                        size_t count, std::vector<uint8_t>& keep) {
     const size_t per_sample = fields.size();
     for (size_t r = start; r < start + count; r += per_sample) {
       const uint64_t i = r / per_sample;
@@ -394,8 +424,9 @@ struct Loader::Impl {
                      std::vector<uint8_t>& keep) {
     const uint64_t id = s.sample_ids[i];
     if (opt.on_error == OnError::raise) {
-      s.error = std::make_exception_ptr(SampleError("ferry file '" + reader->path() + "': sample " + std::to_string(id) +
-                                                        ": " + std::string(what) + ": " + e.what(),
+      s.error = std::make_exception_ptr(SampleError("ferry file '" + reader->path() + "': sample " +
+                                                        std::to_string(id) + ": " +
+                                                        std::string(what) + ": " + e.what(),
                                                     id));
       return false;
     }
@@ -411,7 +442,8 @@ struct Loader::Impl {
       if (!keep[i]) continue;
       for (size_t f = 0; f < fields.size(); ++f) {
         const FieldBuffer& fb = s.fields[f];
-        const uint64_t size = fb.offsets ? fb.offsets[i + 1] - fb.offsets[i] : fields[f].fixed_bytes();
+        const uint64_t size =
+            fb.offsets ? fb.offsets[i + 1] - fb.offsets[i] : fields[f].fixed_bytes();
         views[f] = {&fields[f], field_dst(s, f, i), size};
       }
       SampleSlot slot{s.sample_ids[i], views};
@@ -466,12 +498,14 @@ struct Loader::Impl {
         metrics.add_wait(ns_since(t0));
         return Batch();
       }
-      auto it = wait_ready(lk, deadline, t0, opt.ordered ? std::optional<uint64_t>(delivered) : std::nullopt);
+      auto it = wait_ready(lk, deadline, t0,
+                           opt.ordered ? std::optional<uint64_t>(delivered) : std::nullopt);
       BatchSlot* slot = it->second;
       const uint64_t k = it->first;
       if (!slot->error) {
         apply_borrowed(*slot, k);
-        if (opt.ordered && slot->size < nominal_size(k)) borrow_from_following(lk, deadline, t0, *slot, k);
+        if (opt.ordered && slot->size < nominal_size(k))
+          borrow_from_following(lk, deadline, t0, *slot, k);
       }
       ready.erase(it);
       borrowed.erase(k);
@@ -495,7 +529,8 @@ struct Loader::Impl {
         continue;
       }
       metrics.add_wait(ns_since(t0));
-      metrics.add_latency(std::chrono::duration<double, std::milli>(Clock::now() - slot->claimed).count());
+      metrics.add_latency(
+          std::chrono::duration<double, std::milli>(Clock::now() - slot->claimed).count());
       metrics.batches.fetch_add(1, std::memory_order_relaxed);
       metrics.samples.fetch_add(slot->size, std::memory_order_relaxed);
       metrics.bytes.fetch_add(slot->bytes, std::memory_order_relaxed);
@@ -506,17 +541,19 @@ struct Loader::Impl {
   // Waits until batch `index` (or, with nullopt, any batch) is ready; it stays in `ready`.
   std::map<uint64_t, BatchSlot*>::iterator wait_ready(std::unique_lock<std::mutex>& lk,
                                                       std::optional<Clock::time_point> deadline,
-                                                      Clock::time_point t0, std::optional<uint64_t> index) {
+                                                      Clock::time_point t0,
+                                                      std::optional<uint64_t> index) {
     bool spun = false;
     while (true) {
       auto it = index ? ready.find(*index) : ready.begin();
       if (it != ready.end()) return it;
       if (stop) throw ShutdownError("loader is shut down");
       if (in_flight == 0 && !pool->can_take())
-        throw CapacityError("all " + std::to_string(pool->total_slots()) + " batch buffers (" +
-                            std::to_string(pool->total_slots() * pool->slot_bytes()) +
-                            " bytes) are held by the consumer: release batches you no longer need, or raise "
-                            "memory_budget");
+        throw CapacityError(
+            "all " + std::to_string(pool->total_slots()) + " batch buffers (" +
+            std::to_string(pool->total_slots() * pool->slot_bytes()) +
+            " bytes) are held by the consumer: release batches you no longer need, or raise "
+            "memory_budget");
       if (!spun && spin_for_ready(lk, deadline)) {
         spun = true;
         continue;
@@ -527,8 +564,9 @@ struct Loader::Impl {
         it = index ? ready.find(*index) : ready.begin();
         if (it != ready.end()) return it;
         metrics.add_wait(ns_since(t0));
-        throw TimeoutError("no batch within the timeout (epoch " + std::to_string(epoch) + ", batch " +
-                           std::to_string(delivered) + "); the loader is still running");
+        throw TimeoutError("no batch within the timeout (epoch " + std::to_string(epoch) +
+                           ", batch " + std::to_string(delivered) +
+                           "); the loader is still running");
       }
     }
   }
@@ -543,12 +581,15 @@ struct Loader::Impl {
     auto until = Clock::now() + kSpin;
     if (deadline && *deadline < until) until = *deadline;
     // yield, not a pause loop: if the worker we wait for shares this core, it runs now.
-    while (ready_events.load(std::memory_order_acquire) == seen && Clock::now() < until) std::this_thread::yield();
+    while (ready_events.load(std::memory_order_acquire) == seen && Clock::now() < until)
+      std::this_thread::yield();
     lk.lock();
     return true;
   }
 
-  uint64_t nominal_size(uint64_t k) const { return std::min<uint64_t>(opt.batch_size, order->size() - k * opt.batch_size); }
+  uint64_t nominal_size(uint64_t k) const {
+    return std::min<uint64_t>(opt.batch_size, order->size() - k * opt.batch_size);
+  }
 
   // on_error=skip leaves batches short; they are filled from the END of the following batch(es)
   // (so only the lender shrinks, and only by what it lent). `borrowed[j]` counts samples lent by
@@ -565,8 +606,9 @@ struct Loader::Impl {
     for (const auto& f : s.fields) s.bytes += f.bytes(s.size);
   }
 
-  void borrow_from_following(std::unique_lock<std::mutex>& lk, std::optional<Clock::time_point> deadline,
-                             Clock::time_point t0, BatchSlot& target, uint64_t k) {
+  void borrow_from_following(std::unique_lock<std::mutex>& lk,
+                             std::optional<Clock::time_point> deadline, Clock::time_point t0,
+                             BatchSlot& target, uint64_t k) {
     for (uint64_t j = k + 1; target.size < opt.batch_size && j < num_batches; ++j) {
       lend_window_end = j + 1;  // workers may claim j even if it lies past the prefetch window
       pool->work_cv.notify_all();
@@ -587,7 +629,6 @@ struct Loader::Impl {
     to.bytes = 0;
     for (const auto& f : to.fields) to.bytes += f.bytes(to.size);
   }
-
 
   void shutdown() {
     {
@@ -633,7 +674,9 @@ Loader::Loader(std::shared_ptr<Reader> reader, LoaderOptions options)
 Loader::~Loader() { impl_->shutdown(); }
 
 Batch Loader::next() { return impl_->next(std::nullopt); }
-Batch Loader::next(std::chrono::milliseconds timeout) { return impl_->next(Clock::now() + timeout); }
+Batch Loader::next(std::chrono::milliseconds timeout) {
+  return impl_->next(Clock::now() + timeout);
+}
 
 void Loader::set_epoch(uint64_t epoch) {
   std::lock_guard lk(impl_->pool->mu);

@@ -15,8 +15,8 @@ class LoaderMetrics {
  public:
   // produced: samples the workers finished (stage throughput); the rest count what the
   // consumer received.
-  std::atomic<uint64_t> read_ns{0}, transform_ns{0}, produced{0}, samples{0}, bytes{0}, errors_skipped{0},
-      batches{0};
+  std::atomic<uint64_t> read_ns{0}, transform_ns{0}, produced{0}, samples{0}, bytes{0},
+      errors_skipped{0}, batches{0};
 
   void reset();
   void record_queue(uint64_t ready, uint32_t prefetch);

@@ -96,7 +96,8 @@ Metrics LoaderMetrics::snapshot(uint32_t threads, uint32_t prefetch) const {
   m.consumer_wait_fraction = m.wall_seconds > 0 ? m.consumer_wait_seconds / m.wall_seconds : 0;
   m.queue_histogram = queue_hist_;
   uint64_t calls = 0, sum = 0;
-  for (size_t i = 0; i < queue_hist_.size(); ++i) calls += queue_hist_[i], sum += i * queue_hist_[i];
+  for (size_t i = 0; i < queue_hist_.size(); ++i)
+    calls += queue_hist_[i], sum += i * queue_hist_[i];
   m.queue_mean = calls ? static_cast<double>(sum) / static_cast<double>(calls) : 0;
   m.latency_p50_ms = percentile(latencies_, 0.50);
   m.latency_p95_ms = percentile(latencies_, 0.95);
@@ -112,13 +113,15 @@ std::string diagnose_bottleneck(const Metrics& m) {
     if (!busiest || s.utilization > busiest->utilization) busiest = &s;
   const std::string idle = fmt("%.1f%%", 100 * m.consumer_wait_fraction);
   if (m.consumer_wait_fraction < 0.05)
-    return "consumer (your step): the loader keeps up, the consumer waited " + idle + " of the time";
+    return "consumer (your step): the loader keeps up, the consumer waited " + idle +
+           " of the time";
   const std::string busy = fmt("%.0f%%", 100 * busiest->utilization);
   if (busiest->utilization >= 0.75) {
-    const std::string advice = busiest->name == "read" ? "add threads or use a faster backend"
-                                                       : "make the transform cheaper or add threads";
-    return busiest->name + ": busy " + busy + " of " + std::to_string(m.threads) + " threads, consumer waited " +
-           idle + " — " + advice;
+    const std::string advice = busiest->name == "read"
+                                   ? "add threads or use a faster backend"
+                                   : "make the transform cheaper or add threads";
+    return busiest->name + ": busy " + busy + " of " + std::to_string(m.threads) +
+           " threads, consumer waited " + idle + " — " + advice;
   }
   return "prefetch: workers busy only " + busy + " while the consumer waited " + idle +
          " — raise prefetch or memory_budget (or this is start-up: run longer)";
@@ -126,19 +129,21 @@ std::string diagnose_bottleneck(const Metrics& m) {
 
 std::string Metrics::to_json() const {
   std::ostringstream o;
-  o << "{\"wall_seconds\":" << wall_seconds << ",\"threads\":" << threads << ",\"prefetch\":" << prefetch
-    << ",\"pool_slots\":" << pool_slots << ",\"pool_max_slots\":" << pool_max_slots << ",\"slot_bytes\":" << slot_bytes
+  o << "{\"wall_seconds\":" << wall_seconds << ",\"threads\":" << threads
+    << ",\"prefetch\":" << prefetch << ",\"pool_slots\":" << pool_slots
+    << ",\"pool_max_slots\":" << pool_max_slots << ",\"slot_bytes\":" << slot_bytes
     << ",\"batches\":" << batches << ",\"samples\":" << samples << ",\"bytes_read\":" << bytes_read
     << ",\"errors_skipped\":" << errors_skipped << ",\"samples_per_second\":" << samples_per_second
     << ",\"consumer_wait_seconds\":" << consumer_wait_seconds
     << ",\"consumer_wait_fraction\":" << consumer_wait_fraction << ",\"queue_mean\":" << queue_mean
     << ",\"queue_histogram\":[";
   for (size_t i = 0; i < queue_histogram.size(); ++i) o << (i ? "," : "") << queue_histogram[i];
-  o << "],\"latency_ms\":{\"p50\":" << latency_p50_ms << ",\"p95\":" << latency_p95_ms << ",\"p99\":" << latency_p99_ms
-    << "},\"stages\":[";
+  o << "],\"latency_ms\":{\"p50\":" << latency_p50_ms << ",\"p95\":" << latency_p95_ms
+    << ",\"p99\":" << latency_p99_ms << "},\"stages\":[";
   for (size_t i = 0; i < stages.size(); ++i)
-    o << (i ? "," : "") << "{\"name\":\"" << stages[i].name << "\",\"busy_seconds\":" << stages[i].busy_seconds
-      << ",\"items\":" << stages[i].items << ",\"utilization\":" << stages[i].utilization
+    o << (i ? "," : "") << "{\"name\":\"" << stages[i].name
+      << "\",\"busy_seconds\":" << stages[i].busy_seconds << ",\"items\":" << stages[i].items
+      << ",\"utilization\":" << stages[i].utilization
       << ",\"items_per_second\":" << stages[i].items_per_second << "}";
   std::string b;
   for (char c : bottleneck) b += c == '"' ? std::string("\\\"") : std::string(1, c);
@@ -148,22 +153,24 @@ std::string Metrics::to_json() const {
 
 std::string Metrics::to_table() const {
   std::ostringstream o;
-  o << "ferry loader: " << fmt("%.2f s", wall_seconds) << ", " << threads << " threads, prefetch " << prefetch
-    << ", pool " << pool_slots << "/" << pool_max_slots << " × " << human_bytes(static_cast<double>(slot_bytes))
-    << "\n";
+  o << "ferry loader: " << fmt("%.2f s", wall_seconds) << ", " << threads << " threads, prefetch "
+    << prefetch << ", pool " << pool_slots << "/" << pool_max_slots << " × "
+    << human_bytes(static_cast<double>(slot_bytes)) << "\n";
   o << "  stage           busy s   util   samples per busy thread-second\n";
   for (const auto& s : stages)
     o << "  " << s.name << std::string(16 - std::min<size_t>(15, s.name.size()), ' ')
       << fmt("%6.2f", s.busy_seconds) << fmt("%7.1f%%", 100 * s.utilization) << "   "
       << human_rate(s.items_per_second) << "\n";
-  o << "  consumer wait   " << fmt("%6.2f", consumer_wait_seconds) << fmt("%7.1f%%", 100 * consumer_wait_fraction)
+  o << "  consumer wait   " << fmt("%6.2f", consumer_wait_seconds)
+    << fmt("%7.1f%%", 100 * consumer_wait_fraction)
     << "   (of wall time: the accelerator-idle figure)\n";
   o << "  queue at next(): mean " << fmt("%.2f", queue_mean) << " ready; histogram";
   for (size_t i = 0; i < queue_histogram.size(); ++i) o << " " << i << ":" << queue_histogram[i];
-  o << "\n  batch latency ms: p50 " << fmt("%.2f", latency_p50_ms) << "  p95 " << fmt("%.2f", latency_p95_ms)
-    << "  p99 " << fmt("%.2f", latency_p99_ms) << "\n";
-  o << "  delivered " << batches << " batches, " << samples << " samples (" << human_rate(samples_per_second)
-    << "/s), " << human_bytes(static_cast<double>(bytes_read)) << ", errors skipped " << errors_skipped << "\n";
+  o << "\n  batch latency ms: p50 " << fmt("%.2f", latency_p50_ms) << "  p95 "
+    << fmt("%.2f", latency_p95_ms) << "  p99 " << fmt("%.2f", latency_p99_ms) << "\n";
+  o << "  delivered " << batches << " batches, " << samples << " samples ("
+    << human_rate(samples_per_second) << "/s), " << human_bytes(static_cast<double>(bytes_read))
+    << ", errors skipped " << errors_skipped << "\n";
   o << "  bottleneck: " << bottleneck << "\n";
   return o.str();
 }
@@ -172,10 +179,11 @@ std::string Metrics::to_table() const {
 
 std::string LoaderState::to_json() const {
   std::ostringstream o;
-  o << "{\"epoch\":" << epoch << ",\"next_batch\":" << next_batch << ",\"seed\":" << seed << ",\"order\":\""
-    << order_name(order) << "\",\"window_pages\":" << window_pages << ",\"batch_size\":" << batch_size
-    << ",\"rank\":" << rank << ",\"world_size\":" << world_size << ",\"drop_last\":" << (drop_last ? "true" : "false")
-    << ",\"num_samples\":" << num_samples << ",\"file_xxh64\":" << file_xxh64 << ",\"borrowed\":\"";
+  o << "{\"epoch\":" << epoch << ",\"next_batch\":" << next_batch << ",\"seed\":" << seed
+    << ",\"order\":\"" << order_name(order) << "\",\"window_pages\":" << window_pages
+    << ",\"batch_size\":" << batch_size << ",\"rank\":" << rank << ",\"world_size\":" << world_size
+    << ",\"drop_last\":" << (drop_last ? "true" : "false") << ",\"num_samples\":" << num_samples
+    << ",\"file_xxh64\":" << file_xxh64 << ",\"borrowed\":\"";
   for (auto it = borrowed.begin(); it != borrowed.end(); ++it)
     o << (it == borrowed.begin() ? "" : ",") << it->first << ":" << it->second;
   o << "\"}";
@@ -186,14 +194,16 @@ LoaderState LoaderState::from_json(const std::string& json) {
   LoaderState s;
   auto value = [&](const std::string& key) -> std::string {
     const auto k = json.find("\"" + key + "\"");
-    if (k == std::string::npos) throw InvalidArgument("loader state: missing '" + key + "' in " + json);
+    if (k == std::string::npos)
+      throw InvalidArgument("loader state: missing '" + key + "' in " + json);
     auto v = json.find(':', k);
     if (v == std::string::npos) throw InvalidArgument("loader state: malformed '" + key + "'");
     ++v;
     while (v < json.size() && json[v] == ' ') ++v;
     if (v < json.size() && json[v] == '"') {  // a string: up to the closing quote
       const auto close = json.find('"', v + 1);
-      if (close == std::string::npos) throw InvalidArgument("loader state: unterminated '" + key + "'");
+      if (close == std::string::npos)
+        throw InvalidArgument("loader state: unterminated '" + key + "'");
       return json.substr(v + 1, close - v - 1);
     }
     const auto e = json.find_first_of(",}", v);

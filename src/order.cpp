@@ -22,7 +22,8 @@ void shuffle(std::span<T> v, detail::SplitMix64& rng) {
 std::vector<uint64_t> quasi_random(const OrderOptions& o, detail::SplitMix64& rng,
                                    std::span<const uint64_t> sample_pages) {
   const uint64_t n = sample_pages.size();
-  const uint64_t num_pages = n ? *std::max_element(sample_pages.begin(), sample_pages.end()) + 1 : 0;
+  const uint64_t num_pages =
+      n ? *std::max_element(sample_pages.begin(), sample_pages.end()) + 1 : 0;
   // Counting sort of samples by page: start[p] .. start[p+1] are page p's samples.
   std::vector<uint64_t> start(num_pages + 1, 0);
   for (uint64_t p : sample_pages) ++start[p + 1];
@@ -40,7 +41,8 @@ std::vector<uint64_t> quasi_random(const OrderOptions& o, detail::SplitMix64& rn
   for (uint64_t w = 0; w < num_pages; w += window) {
     const size_t first = out.size();
     for (uint64_t i = w; i < std::min(num_pages, w + window); ++i)
-      out.insert(out.end(), by_page.begin() + start[pages[i]], by_page.begin() + start[pages[i] + 1]);
+      out.insert(out.end(), by_page.begin() + start[pages[i]],
+                 by_page.begin() + start[pages[i] + 1]);
     shuffle(std::span(out).subspan(first), rng);
   }
   return out;
@@ -53,7 +55,8 @@ std::string_view order_name(OrderKind k) { return kOrderNames[static_cast<int>(k
 OrderKind parse_order(std::string_view name) {
   for (int i = 0; i < 3; ++i)
     if (kOrderNames[i] == name) return static_cast<OrderKind>(i);
-  throw InvalidArgument("unknown order '" + std::string(name) + "' (choose sequential, random or quasi_random)");
+  throw InvalidArgument("unknown order '" + std::string(name) +
+                        "' (choose sequential, random or quasi_random)");
 }
 
 std::vector<uint64_t> epoch_order(const OrderOptions& options, uint64_t epoch,
@@ -67,13 +70,15 @@ std::vector<uint64_t> epoch_order(const OrderOptions& options, uint64_t epoch,
   return out;
 }
 
-std::vector<uint64_t> shard_order(std::span<const uint64_t> order, uint32_t rank, uint32_t world_size,
-                                  ShardRemainder remainder) {
+std::vector<uint64_t> shard_order(std::span<const uint64_t> order, uint32_t rank,
+                                  uint32_t world_size, ShardRemainder remainder) {
   if (world_size == 0) throw InvalidArgument("world_size must be at least 1");
   if (rank >= world_size)
-    throw InvalidArgument("rank " + std::to_string(rank) + " must be below world_size " + std::to_string(world_size));
+    throw InvalidArgument("rank " + std::to_string(rank) + " must be below world_size " +
+                          std::to_string(world_size));
   const uint64_t n = order.size();
-  const uint64_t per_rank = remainder == ShardRemainder::pad ? (n + world_size - 1) / world_size : n / world_size;
+  const uint64_t per_rank =
+      remainder == ShardRemainder::pad ? (n + world_size - 1) / world_size : n / world_size;
   std::vector<uint64_t> out(per_rank);
   for (uint64_t i = 0; i < per_rank; ++i) out[i] = order[(rank * per_rank + i) % n];
   return out;
@@ -81,11 +86,13 @@ std::vector<uint64_t> shard_order(std::span<const uint64_t> order, uint32_t rank
 
 uint64_t page_switches(std::span<const uint64_t> order, std::span<const uint64_t> sample_pages) {
   uint64_t switches = 0;
-  for (size_t i = 1; i < order.size(); ++i) switches += sample_pages[order[i]] != sample_pages[order[i - 1]];
+  for (size_t i = 1; i < order.size(); ++i)
+    switches += sample_pages[order[i]] != sample_pages[order[i - 1]];
   return switches;
 }
 
-uint64_t page_loads(std::span<const uint64_t> order, std::span<const uint64_t> sample_pages, uint32_t cache_pages) {
+uint64_t page_loads(std::span<const uint64_t> order, std::span<const uint64_t> sample_pages,
+                    uint32_t cache_pages) {
   std::list<uint64_t> lru;  // front = most recent
   std::unordered_map<uint64_t, std::list<uint64_t>::iterator> where;
   uint64_t loads = 0;

@@ -103,8 +103,9 @@ std::string normalize_bus_id(std::string_view id) {
   if (parts.size() == 3 && !parse_hex(parts[0], 8, domain)) return "";
   const std::string_view bus_s = parts[parts.size() - 2], last = parts.back();
   const size_t dot = last.find('.');
-  if (dot == std::string_view::npos || !parse_hex(bus_s, 2, bus) || !parse_hex(last.substr(0, dot), 2, dev) ||
-      !parse_hex(last.substr(dot + 1), 1, fn) || domain > 0xffff || dev > 0x1f || fn > 7)
+  if (dot == std::string_view::npos || !parse_hex(bus_s, 2, bus) ||
+      !parse_hex(last.substr(0, dot), 2, dev) || !parse_hex(last.substr(dot + 1), 1, fn) ||
+      domain > 0xffff || dev > 0x1f || fn > 7)
     return "";
   char buf[32];
   std::snprintf(buf, sizeof buf, "%04x:%02x:%02x.%x", domain, bus, dev, fn);
@@ -136,7 +137,8 @@ double resident_fraction(const std::string& path) {
     const uint64_t first = windows == 1 ? 0 : (pages - window) * w / (windows - 1);
     const uint64_t n = std::min(window, pages - first);
     auto* addr = static_cast<uint8_t*>(m.base) + first * page;
-    if (::mincore(addr, n * page, vec.data()) != 0) throw io_error("mincore failed on", path, errno);
+    if (::mincore(addr, n * page, vec.data()) != 0)
+      throw io_error("mincore failed on", path, errno);
     for (uint64_t i = 0; i < n; ++i) resident += vec[i] & 1;
     examined += n;
   }
@@ -178,8 +180,9 @@ void pin_current_thread_to_node(int node) {
   if (node < 0) return;
   const int count = numa_node_count();
   if (node >= count)
-    throw InvalidArgument("NUMA node " + std::to_string(node) + " does not exist (this machine has " +
-                          std::to_string(count) + (count == 1 ? " node)" : " nodes)"));
+    throw InvalidArgument("NUMA node " + std::to_string(node) +
+                          " does not exist (this machine has " + std::to_string(count) +
+                          (count == 1 ? " node)" : " nodes)"));
   if (count == 1) return;
 #ifdef FERRY_HAVE_NUMA
   if (::numa_run_on_node(node) != 0)
@@ -192,8 +195,9 @@ void* allocate_on_node(size_t bytes, int node) {
   if (bytes == 0) return nullptr;
   const int count = numa_node_count();
   if (node >= count)
-    throw InvalidArgument("NUMA node " + std::to_string(node) + " does not exist (this machine has " +
-                          std::to_string(count) + (count == 1 ? " node)" : " nodes)"));
+    throw InvalidArgument("NUMA node " + std::to_string(node) +
+                          " does not exist (this machine has " + std::to_string(count) +
+                          (count == 1 ? " node)" : " nodes)"));
   // Anonymous mmap on every path, so free_on_node is always munmap whatever the machine.
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
@@ -211,10 +215,12 @@ void free_on_node(void* p, size_t bytes) {
 
 int node_of_pci_device(const std::string& bus_id) {
   std::string lower = bus_id;
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   const std::string id = normalize_bus_id(lower);
   if (id.empty())
-    throw InvalidArgument("'" + bus_id + "' is not a PCI bus id (expected domain:bus:device.function, e.g. "
+    throw InvalidArgument("'" + bus_id +
+                          "' is not a PCI bus id (expected domain:bus:device.function, e.g. "
                           "0000:3b:00.0)");
   if (numa_node_count() == 1) return -1;
   const int64_t node = read_number_file("/sys/bus/pci/devices/" + id + "/numa_node");

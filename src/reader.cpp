@@ -12,8 +12,9 @@ std::shared_ptr<Reader> Reader::open(const std::string& path, const SourceOption
 
 std::shared_ptr<Reader> Reader::open(std::shared_ptr<Source> source) {
   Source& src = *source;
-  Layout layout = Layout::parse(src.path(), src.size(),
-                                [&src](uint64_t off, uint64_t len, void* dst) { src.read(off, len, dst); });
+  Layout layout =
+      Layout::parse(src.path(), src.size(),
+                    [&src](uint64_t off, uint64_t len, void* dst) { src.read(off, len, dst); });
   return std::shared_ptr<Reader>(new Reader(std::move(source), std::move(layout)));
 }
 
@@ -32,7 +33,8 @@ std::vector<FieldView> Reader::sample(uint64_t id, std::vector<uint8_t>& scratch
   const auto locs = layout_.sample_fields(id);
   out.reserve(locs.size());
   const uint64_t page_base = layout_.page_offset(layout_.sample_page(id));
-  for (const FieldLoc& loc : locs) out.push_back({base + (page_base + loc.offset - begin), loc.length});
+  for (const FieldLoc& loc : locs)
+    out.push_back({base + (page_base + loc.offset - begin), loc.length});
   return out;
 }
 

@@ -32,8 +32,9 @@ Fd open_readonly(const std::string& path, int extra_flags, uint64_t& size) {
 
 void check_range(const std::string& path, uint64_t offset, uint64_t length, uint64_t size) {
   if (!fits(offset, length, size))
-    throw FormatError("ferry file '" + path + "': read of " + std::to_string(length) + " bytes at offset " +
-                      std::to_string(offset) + " past the end of the file (" + std::to_string(size) + " bytes)");
+    throw FormatError("ferry file '" + path + "': read of " + std::to_string(length) +
+                      " bytes at offset " + std::to_string(offset) + " past the end of the file (" +
+                      std::to_string(size) + " bytes)");
 }
 
 void check_requests(const std::string& path, std::span<const ReadRequest> requests, uint64_t size) {
@@ -42,16 +43,18 @@ void check_requests(const std::string& path, std::span<const ReadRequest> reques
 
 void throw_read_error(const std::string& path, uint64_t offset, uint64_t length, int err) {
   if (err == 0)
-    throw IoError("'" + path + "': unexpected end of file reading " + std::to_string(length) + " bytes at offset " +
-                      std::to_string(offset) + " (file shrank?)",
+    throw IoError("'" + path + "': unexpected end of file reading " + std::to_string(length) +
+                      " bytes at offset " + std::to_string(offset) + " (file shrank?)",
                   EIO);
-  throw io_error("read of " + std::to_string(length) + " bytes at offset " + std::to_string(offset) + " failed on",
+  throw io_error("read of " + std::to_string(length) + " bytes at offset " +
+                     std::to_string(offset) + " failed on",
                  path, err);
 }
 
 void check_queue_depth(uint32_t queue_depth) {
   if (queue_depth == 0 || queue_depth > 4096)
-    throw InvalidArgument("queue_depth " + std::to_string(queue_depth) + " is out of range (use 1 to 4096; 64 is "
+    throw InvalidArgument("queue_depth " + std::to_string(queue_depth) +
+                          " is out of range (use 1 to 4096; 64 is "
                           "a good start)");
 }
 
@@ -60,7 +63,8 @@ std::vector<uint64_t> dense_regions(std::span<const ReadRequest> ranges, uint64_
   std::vector<std::pair<uint64_t, uint64_t>> hits;
   hits.reserve(ranges.size());
   for (const auto& r : ranges)
-    if (r.length != 0 && fits(r.offset, r.length, file_size)) hits.emplace_back(r.offset / kHintRegion, r.length);
+    if (r.length != 0 && fits(r.offset, r.length, file_size))
+      hits.emplace_back(r.offset / kHintRegion, r.length);
   std::sort(hits.begin(), hits.end());
   std::vector<uint64_t> dense;
   for (size_t i = 0; i < hits.size();) {
@@ -74,11 +78,13 @@ std::vector<uint64_t> dense_regions(std::span<const ReadRequest> ranges, uint64_
   return dense;
 }
 
-std::vector<std::pair<uint64_t, uint64_t>> plan_hints(std::span<const ReadRequest> ranges, uint64_t file_size,
-                                                      Widen widen, RecentRegions* recent) {
+std::vector<std::pair<uint64_t, uint64_t>> plan_hints(std::span<const ReadRequest> ranges,
+                                                      uint64_t file_size, Widen widen,
+                                                      RecentRegions* recent) {
   // Closer than this, two hinted ranges are read as one: the gap costs less than another request.
   constexpr uint64_t kMergeGap = 64 * 1024;
-  std::vector<uint64_t> dense = widen == Widen::none ? std::vector<uint64_t>{} : dense_regions(ranges, file_size);
+  std::vector<uint64_t> dense =
+      widen == Widen::none ? std::vector<uint64_t>{} : dense_regions(ranges, file_size);
   // A dense region hinted lately is in the page cache or on its way: its ranges need no hint.
   std::vector<bool> fresh(dense.size(), true);
   if (recent != nullptr)
@@ -86,7 +92,8 @@ std::vector<std::pair<uint64_t, uint64_t>> plan_hints(std::span<const ReadReques
   std::vector<std::pair<uint64_t, uint64_t>> out;
   out.reserve(ranges.size());
   for (size_t i = 0; i < dense.size(); ++i)
-    if (fresh[i]) out.emplace_back(dense[i] * kHintRegion, std::min((dense[i] + 1) * kHintRegion, file_size));
+    if (fresh[i])
+      out.emplace_back(dense[i] * kHintRegion, std::min((dense[i] + 1) * kHintRegion, file_size));
   if (widen != Widen::dense_only) {
     for (const auto& r : ranges) {
       if (r.length == 0 || !fits(r.offset, r.length, file_size)) continue;
@@ -97,8 +104,10 @@ std::vector<std::pair<uint64_t, uint64_t>> plan_hints(std::span<const ReadReques
   std::sort(out.begin(), out.end());
   size_t n = 0;
   for (const auto& [b, e] : out) {
-    if (n > 0 && b <= out[n - 1].second + kMergeGap) out[n - 1].second = std::max(out[n - 1].second, e);
-    else out[n++] = {b, e};
+    if (n > 0 && b <= out[n - 1].second + kMergeGap)
+      out[n - 1].second = std::max(out[n - 1].second, e);
+    else
+      out[n++] = {b, e};
   }
   out.resize(n);
   return out;
@@ -160,9 +169,11 @@ class PreadSource final : public Source {
   void will_need(std::span<const ReadRequest> ranges) override {
     const AccessPattern pattern = pattern_.load(std::memory_order_relaxed);
     if (pattern == AccessPattern::sequential) return;
-    const auto widen = pattern == AccessPattern::normal ? detail::Widen::dense_regions : detail::Widen::none;
+    const auto widen =
+        pattern == AccessPattern::normal ? detail::Widen::dense_regions : detail::Widen::none;
     for (const auto& [b, e] : detail::plan_hints(ranges, size_, widen, &recent_))
-      ::posix_fadvise(fd_.get(), static_cast<off_t>(b), static_cast<off_t>(e - b), POSIX_FADV_WILLNEED);
+      ::posix_fadvise(fd_.get(), static_cast<off_t>(b), static_cast<off_t>(e - b),
+                      POSIX_FADV_WILLNEED);
   }
   void dont_need(std::span<const ReadRequest> ranges) override {
     fadvise_ranges(fd_.get(), size_, ranges, POSIX_FADV_DONTNEED);
@@ -238,7 +249,9 @@ class MmapSource final : public Source {
   // On a shared read-only file mapping MADV_DONTNEED only drops this mapping's page-table
   // entries: nothing is lost (a later access refaults from the page cache or the file), and the
   // unmapped page-cache pages become easy for the kernel to reclaim.
-  void dont_need(std::span<const ReadRequest> ranges) override { madvise_ranges(ranges, MADV_DONTNEED); }
+  void dont_need(std::span<const ReadRequest> ranges) override {
+    madvise_ranges(ranges, MADV_DONTNEED);
+  }
 
  private:
   void madvise_ranges(std::span<const ReadRequest> ranges, int advice) {
@@ -259,7 +272,8 @@ class MmapSource final : public Source {
 
 class MemorySource final : public Source {
  public:
-  MemorySource(std::string name, std::vector<uint8_t> bytes) : name_(std::move(name)), bytes_(std::move(bytes)) {}
+  MemorySource(std::string name, std::vector<uint8_t> bytes)
+      : name_(std::move(name)), bytes_(std::move(bytes)) {}
   const std::string& path() const override { return name_; }
   uint64_t size() const override { return bytes_.size(); }
   std::string_view backend_name() const override { return "memory"; }
@@ -279,7 +293,8 @@ class MemorySource final : public Source {
 
 class FaultySource final : public Source {
  public:
-  FaultySource(std::shared_ptr<Source> inner, FaultSpec spec) : inner_(std::move(inner)), spec_(std::move(spec)) {}
+  FaultySource(std::shared_ptr<Source> inner, FaultSpec spec)
+      : inner_(std::move(inner)), spec_(std::move(spec)) {}
   const std::string& path() const override { return inner_->path(); }
   uint64_t size() const override { return inner_->size(); }
   std::string_view backend_name() const override { return inner_->backend_name(); }
@@ -337,15 +352,21 @@ Backend parse_backend(std::string_view name) {
                         "' (choose auto, mmap, pread, io_uring or direct)");
 }
 
-std::unique_ptr<Source> open_mmap_source(const std::string& path) { return std::make_unique<MmapSource>(path); }
-std::unique_ptr<Source> open_pread_source(const std::string& path) { return std::make_unique<PreadSource>(path); }
+std::unique_ptr<Source> open_mmap_source(const std::string& path) {
+  return std::make_unique<MmapSource>(path);
+}
+std::unique_ptr<Source> open_pread_source(const std::string& path) {
+  return std::make_unique<PreadSource>(path);
+}
 
 std::string backend_unavailable_reason(Backend b, const std::string& path) {
   switch (b) {
     case Backend::auto_select:
     case Backend::mmap:
-    case Backend::pread: return "";
-    case Backend::io_uring: return detail::uring_unavailable_reason();
+    case Backend::pread:
+      return "";
+    case Backend::io_uring:
+      return detail::uring_unavailable_reason();
     case Backend::direct:
       if (path.empty()) return "";
       try {
@@ -386,8 +407,12 @@ std::unique_ptr<Source> open_source(const std::string& path, const SourceOptions
   std::unique_ptr<Source> src;
   switch (backend) {
     case Backend::auto_select:  // resolved above
-    case Backend::mmap: src = open_mmap_source(path); break;
-    case Backend::pread: src = open_pread_source(path); break;
+    case Backend::mmap:
+      src = open_mmap_source(path);
+      break;
+    case Backend::pread:
+      src = open_pread_source(path);
+      break;
     case Backend::io_uring:
       if (options.backend == Backend::auto_select) {
         // auto must open something: a ring that cannot be created (locked-memory or ring-count
@@ -401,7 +426,9 @@ std::unique_ptr<Source> open_source(const std::string& path, const SourceOptions
         src = open_uring_source(path, options.queue_depth);
       }
       break;
-    case Backend::direct: src = open_direct_source(path, options.queue_depth); break;
+    case Backend::direct:
+      src = open_direct_source(path, options.queue_depth);
+      break;
   }
   src->advise(options.pattern);
   return src;

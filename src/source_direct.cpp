@@ -106,12 +106,14 @@ struct Group {
 
 class DirectSource final : public Source {
  public:
-  DirectSource(const std::string& path, uint32_t queue_depth) : path_(path), queue_depth_(queue_depth) {
+  DirectSource(const std::string& path, uint32_t queue_depth)
+      : path_(path), queue_depth_(queue_depth) {
     fd_ = Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT));
     if (!fd_) {
       const int err = errno;
       // EINVAL from open with O_DIRECT is the filesystem refusing it if a plain open works.
-      if (err == EINVAL && Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC))) throw InvalidArgument(refusal_message(path));
+      if (err == EINVAL && Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC)))
+        throw InvalidArgument(refusal_message(path));
       throw io_error("cannot open", path, err);
     }
     struct stat st;
@@ -120,7 +122,8 @@ class DirectSource final : public Source {
     size_ = static_cast<uint64_t>(st.st_size);
     find_alignment();
     max_bounce_read_ = align_up(kMaxBounceRead, offset_align_);
-    arena_size_ = std::max(std::clamp(uint64_t{queue_depth} * kArenaBytesPerQueueEntry, kMinArenaBytes, kMaxArenaBytes),
+    arena_size_ = std::max(std::clamp(uint64_t{queue_depth} * kArenaBytesPerQueueEntry,
+                                      kMinArenaBytes, kMaxArenaBytes),
                            max_bounce_read_ + memory_align_);
     use_ring_ = uring_unavailable_reason().empty();
     probe_read();
@@ -137,9 +140,9 @@ class DirectSource final : public Source {
 
   void read_many(std::span<const ReadRequest> requests) override {
     check_requests(path_, requests, size_);
-    std::vector<IoOp> ops;        // what the engine runs this wave
-    std::vector<size_t> op_req;   // direct ops: their request; bounce ops: SIZE_MAX
-    std::vector<size_t> op_group; // bounce ops: their group
+    std::vector<IoOp> ops;         // what the engine runs this wave
+    std::vector<size_t> op_req;    // direct ops: their request; bounce ops: SIZE_MAX
+    std::vector<size_t> op_group;  // bounce ops: their group
     std::vector<Piece> pieces;
     for (size_t i = 0; i < requests.size(); ++i) {
       const ReadRequest& r = requests[i];
@@ -158,7 +161,8 @@ class DirectSource final : public Source {
         pos = piece_end;
       }
     }
-    std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) { return a.begin < b.begin; });
+    std::sort(pieces.begin(), pieces.end(),
+              [](const Piece& a, const Piece& b) { return a.begin < b.begin; });
     std::vector<Group> groups;
     for (size_t p = 0; p < pieces.size(); ++p) {
       const uint64_t ab = align_down(pieces[p].begin, offset_align_);
@@ -182,13 +186,16 @@ class DirectSource final : public Source {
       for (size_t g = group_begin; g < group_end; ++g) {
         const Group& gr = groups[g];
         // need: up to the last byte a caller wants; the kernel stops short at the end of file.
-        ops.push_back({gr.abegin, gr.aend - gr.abegin, gr.data_end - gr.abegin, worker->arena.get() + gr.at, true});
+        ops.push_back({gr.abegin, gr.aend - gr.abegin, gr.data_end - gr.abegin,
+                       worker->arena.get() + gr.at, true});
         op_req.push_back(SIZE_MAX);
         op_group.push_back(g);
       }
       failures.clear();
-      if (worker->ring) worker->ring->run(ops, offset_align_, failures);
-      else pread_ops(fd_.get(), ops, offset_align_, failures);
+      if (worker->ring)
+        worker->ring->run(ops, offset_align_, failures);
+      else
+        pread_ops(fd_.get(), ops, offset_align_, failures);
       std::vector<bool> op_failed(ops.size(), false);
       for (const IoFailure& f : failures) {
         op_failed[f.index] = true;
@@ -196,7 +203,8 @@ class DirectSource final : public Source {
           failed_requests.emplace_back(op_req[f.index], f.err);
         } else {
           const Group& gr = groups[op_group[f.index]];
-          for (size_t p = gr.first; p < gr.last; ++p) failed_requests.emplace_back(pieces[p].req, f.err);
+          for (size_t p = gr.first; p < gr.last; ++p)
+            failed_requests.emplace_back(pieces[p].req, f.err);
         }
       }
       for (size_t o = 0; o < ops.size(); ++o) {
@@ -205,8 +213,8 @@ class DirectSource final : public Source {
         for (size_t p = gr.first; p < gr.last; ++p) {
           const Piece& pc = pieces[p];
           const ReadRequest& r = requests[pc.req];
-          std::memcpy(static_cast<uint8_t*>(r.dst) + (pc.begin - r.offset), ops[o].dst + (pc.begin - gr.abegin),
-                      pc.end - pc.begin);
+          std::memcpy(static_cast<uint8_t*>(r.dst) + (pc.begin - r.offset),
+                      ops[o].dst + (pc.begin - gr.abegin), pc.end - pc.begin);
         }
       }
       ops.clear();
@@ -241,7 +249,8 @@ class DirectSource final : public Source {
   void dont_need(std::span<const ReadRequest> ranges) override {
     for (const auto& r : ranges)
       if (r.length != 0 && fits(r.offset, r.length, size_))
-        ::posix_fadvise(fd_.get(), static_cast<off_t>(r.offset), static_cast<off_t>(r.length), POSIX_FADV_DONTNEED);
+        ::posix_fadvise(fd_.get(), static_cast<off_t>(r.offset), static_cast<off_t>(r.length),
+                        POSIX_FADV_DONTNEED);
   }
 
  private:
@@ -250,7 +259,8 @@ class DirectSource final : public Source {
     memory_align_ = kDefaultAlign;
 #ifdef STATX_DIOALIGN
     struct statx sx;
-    if (::statx(fd_.get(), "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN)) {
+    if (::statx(fd_.get(), "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
+        (sx.stx_mask & STATX_DIOALIGN)) {
       // 0 is the filesystem saying it has no direct I/O for this file.
       if (sx.stx_dio_offset_align == 0) throw InvalidArgument(refusal_message(path_));
       offset_align_ = sx.stx_dio_offset_align;
@@ -259,8 +269,10 @@ class DirectSource final : public Source {
     }
 #endif
     if (!is_pow2(offset_align_) || !is_pow2(memory_align_))
-      throw IoError("'" + path_ + "': the filesystem reports a direct I/O alignment that is not a power of two",
-                    EINVAL);
+      throw IoError(
+          "'" + path_ +
+              "': the filesystem reports a direct I/O alignment that is not a power of two",
+          EINVAL);
   }
 
   // Some filesystems accept O_DIRECT at open and refuse it at the first read (FUSE): find out

@@ -31,7 +31,8 @@ void check_requests(const std::string& path, std::span<const ReadRequest> reques
 
 /// Throws the IoError for a failed read of [offset, offset+length): `err` is the errno, or 0 for
 /// "the file ended before the range did" (it shrank under us).
-[[noreturn]] void throw_read_error(const std::string& path, uint64_t offset, uint64_t length, int err);
+[[noreturn]] void throw_read_error(const std::string& path, uint64_t offset, uint64_t length,
+                                   int err);
 
 /// One read the engines run: bytes [offset, offset+length) of the file into dst. The read is done
 /// once the first `need` bytes have arrived: O_DIRECT reads are rounded up past the end of the
@@ -87,8 +88,9 @@ class RecentRegions {
 /// has seen lately are dropped), clipped to the file, sorted, and merged where they overlap or
 /// lie close. Per-sample hints as given would start one small read each, ahead of (and breaking
 /// up) the kernel's own large readahead.
-std::vector<std::pair<uint64_t, uint64_t>> plan_hints(std::span<const ReadRequest> ranges, uint64_t file_size,
-                                                      Widen widen, RecentRegions* recent);
+std::vector<std::pair<uint64_t, uint64_t>> plan_hints(std::span<const ReadRequest> ranges,
+                                                      uint64_t file_size, Widen widen,
+                                                      RecentRegions* recent);
 /// The regions (index = offset / kHintRegion) that `ranges` touch kDenseRequests+ times or for
 /// kDenseBytes+ bytes (ranges count in the region of their first byte).
 std::vector<uint64_t> dense_regions(std::span<const ReadRequest> ranges, uint64_t file_size);

@@ -45,9 +45,11 @@ std::string probe_kernel() {
   const int r = io_uring_queue_init(4, &ring, 0);
   if (r < 0) {
     const int err = -r;
-    if (err == ENOSYS) return "the kernel has no io_uring (io_uring_queue_init: ENOSYS; Linux >= 5.6 needed)";
+    if (err == ENOSYS)
+      return "the kernel has no io_uring (io_uring_queue_init: ENOSYS; Linux >= 5.6 needed)";
     if (err == EPERM)
-      return "the kernel refuses io_uring (io_uring_queue_init: EPERM; see /proc/sys/kernel/io_uring_disabled or "
+      return "the kernel refuses io_uring (io_uring_queue_init: EPERM; see "
+             "/proc/sys/kernel/io_uring_disabled or "
              "the container's seccomp policy)";
     return std::string("io_uring_queue_init failed: ") + std::strerror(err);
   }
@@ -62,7 +64,8 @@ std::string probe_kernel() {
 
 class UringRing final : public Ring {
  public:
-  UringRing(int fd, uint32_t queue_depth, const std::string& path) : queue_depth_(queue_depth), path_(path) {
+  UringRing(int fd, uint32_t queue_depth, const std::string& path)
+      : queue_depth_(queue_depth), path_(path) {
     io_uring_params params{};
     // Completion work runs when we enter the kernel to wait anyway, not by interrupting us.
     params.flags = IORING_SETUP_COOP_TASKRUN;
@@ -72,7 +75,9 @@ class UringRing final : public Ring {
       r = io_uring_queue_init_params(queue_depth, &ring_, &params);
     }
     if (r < 0)
-      throw io_error("cannot create an io_uring (queue depth " + std::to_string(queue_depth) + ") for", path, -r);
+      throw io_error(
+          "cannot create an io_uring (queue depth " + std::to_string(queue_depth) + ") for", path,
+          -r);
     // A registered file skips the per-request fd lookup and reference counting.
     if (io_uring_register_files(&ring_, &fd, 1) == 0) {
       fd_ = 0;
@@ -146,8 +151,10 @@ class UringRing final : public Ring {
     const size_t i = static_cast<size_t>(cqe.user_data);
     const int res = cqe.res;
     if (res == -EAGAIN || res == -EINTR) {
-      if (++stalls_[i] > kMaxStalls) failures.push_back({i, -res});
-      else queue_.push_back(i);
+      if (++stalls_[i] > kMaxStalls)
+        failures.push_back({i, -res});
+      else
+        queue_.push_back(i);
       return;
     }
     if (res < 0) {
@@ -189,7 +196,8 @@ class UringSource final : public Source {
       : path_(path),
         fd_(open_readonly(path, 0, size_)),
         rings_([this, queue_depth] { return make_ring(fd_.get(), queue_depth, path_); }) {
-    rings_.acquire();  // the first ring now: a ring that cannot be created fails the open, not a read
+    rings_
+        .acquire();  // the first ring now: a ring that cannot be created fails the open, not a read
   }
 
   const std::string& path() const override { return path_; }
@@ -208,15 +216,17 @@ class UringSource final : public Source {
     // more than it saves, so plain IORING_OP_READ into them.
     std::vector<IoOp> ops;
     ops.reserve(requests.size());
-    for (const auto& r : requests) ops.push_back({r.offset, r.length, r.length, static_cast<uint8_t*>(r.dst)});
+    for (const auto& r : requests)
+      ops.push_back({r.offset, r.length, r.length, static_cast<uint8_t*>(r.dst)});
     std::vector<IoFailure> failures;
     {
       auto ring = rings_.acquire();
       ring->run(ops, 1, failures);
     }
     if (failures.empty()) return;
-    const auto first = std::min_element(failures.begin(), failures.end(),
-                                        [](const IoFailure& a, const IoFailure& b) { return a.index < b.index; });
+    const auto first =
+        std::min_element(failures.begin(), failures.end(),
+                         [](const IoFailure& a, const IoFailure& b) { return a.index < b.index; });
     const ReadRequest& r = requests[first->index];
     throw_read_error(path_, r.offset, r.length, first->err);
   }
@@ -237,12 +247,14 @@ class UringSource final : public Source {
     if (pattern == AccessPattern::sequential) return;
     const Widen widen = pattern == AccessPattern::normal ? Widen::dense_regions : Widen::none;
     for (const auto& [b, e] : plan_hints(ranges, size_, widen, &recent_))
-      ::posix_fadvise(fd_.get(), static_cast<off_t>(b), static_cast<off_t>(e - b), POSIX_FADV_WILLNEED);
+      ::posix_fadvise(fd_.get(), static_cast<off_t>(b), static_cast<off_t>(e - b),
+                      POSIX_FADV_WILLNEED);
   }
   void dont_need(std::span<const ReadRequest> ranges) override {
     for (const auto& r : ranges)
       if (r.length != 0 && fits(r.offset, r.length, size_))
-        ::posix_fadvise(fd_.get(), static_cast<off_t>(r.offset), static_cast<off_t>(r.length), POSIX_FADV_DONTNEED);
+        ::posix_fadvise(fd_.get(), static_cast<off_t>(r.offset), static_cast<off_t>(r.length),
+                        POSIX_FADV_DONTNEED);
   }
 
  private:
@@ -255,7 +267,8 @@ class UringSource final : public Source {
   // normal pattern: random wants nothing near, and under sequential the kernel reads ahead.
   void read_around(std::span<const ReadRequest> requests) {
     for (const auto& [b, e] : plan_hints(requests, size_, Widen::dense_only, &recent_))
-      ::posix_fadvise(fd_.get(), static_cast<off_t>(b), static_cast<off_t>(e - b), POSIX_FADV_WILLNEED);
+      ::posix_fadvise(fd_.get(), static_cast<off_t>(b), static_cast<off_t>(e - b),
+                      POSIX_FADV_WILLNEED);
   }
 
   std::string path_;
@@ -289,8 +302,8 @@ std::string uring_unavailable_reason() {
 }
 
 std::unique_ptr<Ring> make_ring(int /*fd*/, uint32_t /*queue_depth*/, const std::string& path) {
-  throw InvalidArgument("backend 'io_uring' cannot be used for '" + path + "': " + uring_unavailable_reason() +
-                        "; use backend='pread' or 'mmap'");
+  throw InvalidArgument("backend 'io_uring' cannot be used for '" + path +
+                        "': " + uring_unavailable_reason() + "; use backend='pread' or 'mmap'");
 }
 
 #endif  // FERRY_HAVE_URING

@@ -38,11 +38,12 @@ void check_options(const Schema& schema, const WriterOptions& o) {
     throw InvalidArgument("page_size " + std::to_string(o.page_size) +
                           ": must be a power of two between 4096 and 1 GiB");
   if (!detail::is_pow2(o.alignment) || o.alignment > kHeaderAlign)
-    throw InvalidArgument("alignment " + std::to_string(o.alignment) + ": must be a power of two <= 4096");
+    throw InvalidArgument("alignment " + std::to_string(o.alignment) +
+                          ": must be a power of two <= 4096");
   for (const auto& f : schema.fields)
     if (f.kind == FieldKind::ndarray && dtype_size(f.dtype) > o.alignment)
-      throw InvalidArgument("alignment " + std::to_string(o.alignment) + " is smaller than field '" + f.name +
-                            "''s dtype size");
+      throw InvalidArgument("alignment " + std::to_string(o.alignment) +
+                            " is smaller than field '" + f.name + "''s dtype size");
 }
 
 }  // namespace
@@ -54,13 +55,13 @@ struct Writer::Impl {
   detail::Fd fd;
   uint64_t header_size = 0;
   std::vector<uint8_t> schema_block;
-  std::vector<uint8_t> page;     // the page being filled (page_size bytes)
-  uint64_t cursor = 0;           // bytes used in `page`
-  bool page_open = false;        // `page` holds at least one sample
-  std::vector<PageInfo> pages;   // one entry per flushed page
-  std::vector<uint8_t> index;    // encoded index entries
+  std::vector<uint8_t> page;    // the page being filled (page_size bytes)
+  uint64_t cursor = 0;          // bytes used in `page`
+  bool page_open = false;       // `page` holds at least one sample
+  std::vector<PageInfo> pages;  // one entry per flushed page
+  std::vector<uint8_t> index;   // encoded index entries
   uint64_t num_samples = 0;
-  std::vector<uint64_t> offsets; // scratch: field offsets of the sample being appended
+  std::vector<uint64_t> offsets;  // scratch: field offsets of the sample being appended
   bool closed = false;
 
   uint64_t page_file_offset(uint64_t p) const { return header_size + p * opt.page_size; }
@@ -145,10 +146,11 @@ struct Writer::Impl {
     for (size_t i = 0; i < fields.size(); ++i) {
       const FieldSpec& f = schema.fields[i];
       if (f.kind == FieldKind::ndarray && fields[i].size != f.fixed_bytes())
-        throw InvalidArgument("append to '" + path + "': field '" + f.name + "' needs " +
-                              std::to_string(f.fixed_bytes()) + " bytes (" + std::string(dtype_name(f.dtype)) +
-                              " × " + std::to_string(f.num_elements()) + "), got " +
-                              std::to_string(fields[i].size) + " (sample " + std::to_string(num_samples) + ")");
+        throw InvalidArgument(
+            "append to '" + path + "': field '" + f.name + "' needs " +
+            std::to_string(f.fixed_bytes()) + " bytes (" + std::string(dtype_name(f.dtype)) +
+            " × " + std::to_string(f.num_elements()) + "), got " + std::to_string(fields[i].size) +
+            " (sample " + std::to_string(num_samples) + ")");
       if (fields[i].size && !fields[i].data)
         throw InvalidArgument("append to '" + path + "': field '" + f.name + "' has no data");
     }
@@ -194,9 +196,10 @@ struct Writer::Impl {
     std::memcpy(footer.magic, kEndMagic, 8);
     // Zero the gaps left by alignment so the file's bytes are fully determined.
     static const uint8_t zeros[64] = {};
-    write_all(fd.get(), zeros, h.index_offset - (data_end + table_bytes), data_end + table_bytes, tmp_path);
-    write_all(fd.get(), zeros, h.footer_offset - (h.index_offset + h.index_size), h.index_offset + h.index_size,
+    write_all(fd.get(), zeros, h.index_offset - (data_end + table_bytes), data_end + table_bytes,
               tmp_path);
+    write_all(fd.get(), zeros, h.footer_offset - (h.index_offset + h.index_size),
+              h.index_offset + h.index_size, tmp_path);
     write_all(fd.get(), &footer, sizeof footer, h.footer_offset, tmp_path);
     if (::ftruncate(fd.get(), static_cast<off_t>(footer.file_size)) != 0)
       throw io_error("cannot size", tmp_path, errno);
@@ -210,7 +213,8 @@ struct Writer::Impl {
 
     if (opt.fsync && ::fsync(fd.get()) != 0) throw io_error("fsync failed on", tmp_path, errno);
     fd.reset();
-    if (::rename(tmp_path.c_str(), path.c_str()) != 0) throw io_error("cannot rename into", path, errno);
+    if (::rename(tmp_path.c_str(), path.c_str()) != 0)
+      throw io_error("cannot rename into", path, errno);
     closed = true;
     if (opt.fsync) sync_folder();
   }
@@ -222,7 +226,8 @@ struct Writer::Impl {
   }
 };
 
-Writer::Writer(const std::string& path, Schema schema, const WriterOptions& options) : impl_(new Impl) {
+Writer::Writer(const std::string& path, Schema schema, const WriterOptions& options)
+    : impl_(new Impl) {
   check_options(schema, options);
   Impl& w = *impl_;
   w.path = path;
@@ -257,8 +262,9 @@ void Writer::append(std::span<const FieldData> fields) { impl_->append(fields); 
 void Writer::append_batch(std::span<const Column> columns, uint64_t n) {
   const Schema& s = impl_->schema;
   if (columns.size() != s.fields.size())
-    throw InvalidArgument("append_batch to '" + impl_->path + "': got " + std::to_string(columns.size()) +
-                          " columns, schema has " + std::to_string(s.fields.size()));
+    throw InvalidArgument("append_batch to '" + impl_->path + "': got " +
+                          std::to_string(columns.size()) + " columns, schema has " +
+                          std::to_string(s.fields.size()));
   std::vector<FieldData> row(columns.size());
   for (uint64_t i = 0; i < n; ++i) {
     for (size_t f = 0; f < columns.size(); ++f) {
@@ -269,7 +275,8 @@ void Writer::append_batch(std::span<const Column> columns, uint64_t n) {
       } else {
         const uint64_t* off = columns[f].offsets;
         if (!off || off[i + 1] < off[i])
-          throw InvalidArgument("append_batch: bytes field '" + s.fields[f].name + "' needs non-decreasing offsets");
+          throw InvalidArgument("append_batch: bytes field '" + s.fields[f].name +
+                                "' needs non-decreasing offsets");
         row[f] = {base + off[i], off[i + 1] - off[i]};
       }
     }
@@ -298,8 +305,8 @@ uint64_t Writer::num_samples() const { return impl_->num_samples; }
 const Schema& Writer::schema() const { return impl_->schema; }
 const std::string& Writer::path() const { return impl_->path; }
 
-void write_file(const std::string& path, const Schema& schema, std::span<const Column> columns, uint64_t n,
-                const WriterOptions& options) {
+void write_file(const std::string& path, const Schema& schema, std::span<const Column> columns,
+                uint64_t n, const WriterOptions& options) {
   Writer w(path, schema, options);
   w.append_batch(columns, n);
   w.close();

@@ -41,7 +41,8 @@ std::vector<uint8_t> random_bytes(uint64_t n, uint64_t seed) {
 
 void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   ASSERT_TRUE(out.good()) << path;
 }
 
@@ -107,7 +108,8 @@ TEST_P(BackendRead, NameAndSize) {
 }
 
 TEST_P(BackendRead, UnalignedOffsetsAndSizes) {
-  const uint64_t offsets[] = {0, 1, 63, 511, 512, 4095, 4096, 4097, 12345, 65535, kFileSize / 2 + 3};
+  const uint64_t offsets[] = {
+      0, 1, 63, 511, 512, 4095, 4096, 4097, 12345, 65535, kFileSize / 2 + 3};
   const uint64_t lengths[] = {0, 1, 7, 511, 4095, 4096, 4097, 8191, 65539};
   for (uint64_t o : offsets)
     for (uint64_t l : lengths) expect_read(o, l);
@@ -121,9 +123,9 @@ TEST_P(BackendRead, UnalignedOffsetsAndSizes) {
 TEST_P(BackendRead, SamplesLargerThanAPage) {
   expect_read(100, 3 * kPage + 17);
   expect_read(kPage - 1, 5 * kPage + 2);
-  expect_read(3, (1u << 20) + 5);          // more than one bounce read of the direct backend
+  expect_read(3, (1u << 20) + 5);              // more than one bounce read of the direct backend
   expect_read(kPage * 7, (2u << 20) + kPage);  // aligned start, unaligned length
-  expect_read(0, kFileSize);               // the whole file in one read
+  expect_read(0, kFileSize);                   // the whole file in one read
 }
 
 TEST_P(BackendRead, LastPartialPage) {
@@ -150,7 +152,8 @@ TEST_P(BackendRead, PastTheEndIsFormatErrorAndWritesNothing) {
 
 // Requests: random offsets and lengths (some zero, some several pages, duplicates and
 // overlaps), each landing at an odd address inside one buffer; returns what read_many wrote.
-void check_read_many(Source& src, const std::vector<uint8_t>& bytes, uint64_t n, uint64_t max_len, uint64_t seed) {
+void check_read_many(Source& src, const std::vector<uint8_t>& bytes, uint64_t n, uint64_t max_len,
+                     uint64_t seed) {
   detail::SplitMix64 g(seed);
   std::vector<ReadRequest> reqs;
   std::vector<uint64_t> at;
@@ -171,8 +174,8 @@ void check_read_many(Source& src, const std::vector<uint8_t>& bytes, uint64_t n,
 }
 
 TEST_P(BackendRead, ReadManyWithManyRequests) {
-  check_read_many(*src_, bytes_, 2000, 5000, 3);     // far more than the queue depth
-  check_read_many(*src_, bytes_, 300, 70000, 4);     // ~10 MiB: several bounce-buffer waves
+  check_read_many(*src_, bytes_, 2000, 5000, 3);  // far more than the queue depth
+  check_read_many(*src_, bytes_, 300, 70000, 4);  // ~10 MiB: several bounce-buffer waves
   check_read_many(*src_, bytes_, 1, kFileSize, 5);
   src_->read_many({});
 }
@@ -184,7 +187,8 @@ TEST_P(BackendRead, ReadManySequentialNeighbours) {
   for (uint64_t o = 0; o < kFileSize; o += 4160)
     reqs.push_back({o, std::min<uint64_t>(4100, kFileSize - o), out.data() + o});
   src_->read_many(reqs);
-  for (const auto& r : reqs) ASSERT_EQ(0, std::memcmp(r.dst, bytes_.data() + r.offset, r.length)) << r.offset;
+  for (const auto& r : reqs)
+    ASSERT_EQ(0, std::memcmp(r.dst, bytes_.data() + r.offset, r.length)) << r.offset;
 }
 
 TEST_P(BackendRead, ReadManyAlignedIntoAlignedBuffers) {
@@ -193,9 +197,11 @@ TEST_P(BackendRead, ReadManyAlignedIntoAlignedBuffers) {
   ASSERT_EQ(0, ::posix_memalign(&mem, kPage, 64 * kPage));
   std::unique_ptr<uint8_t, decltype(&std::free)> buf(static_cast<uint8_t*>(mem), &std::free);
   std::vector<ReadRequest> reqs;
-  for (uint64_t i = 0; i < 16; ++i) reqs.push_back({(i * 37 % 700) * kPage, 4 * kPage, buf.get() + i * 4 * kPage});
+  for (uint64_t i = 0; i < 16; ++i)
+    reqs.push_back({(i * 37 % 700) * kPage, 4 * kPage, buf.get() + i * 4 * kPage});
   src_->read_many(reqs);
-  for (const auto& r : reqs) ASSERT_EQ(0, std::memcmp(r.dst, bytes_.data() + r.offset, r.length)) << r.offset;
+  for (const auto& r : reqs)
+    ASSERT_EQ(0, std::memcmp(r.dst, bytes_.data() + r.offset, r.length)) << r.offset;
 }
 
 TEST_P(BackendRead, QueueDepthOne) {
@@ -221,7 +227,8 @@ TEST_P(BackendRead, ConcurrentReadersShareOneSource) {
         try {
           src_->read_many(reqs);
           for (size_t i = 0; i < reqs.size(); ++i)
-            if (std::memcmp(outs[i].data(), bytes_.data() + reqs[i].offset, outs[i].size()) != 0) ++failures;
+            if (std::memcmp(outs[i].data(), bytes_.data() + reqs[i].offset, outs[i].size()) != 0)
+              ++failures;
           const uint64_t off = g.below(kFileSize - 1);
           buf.assign(std::min<uint64_t>(kFileSize - off, 5000), 0);
           src_->read(off, buf.size(), buf.data());
@@ -242,7 +249,7 @@ TEST_P(BackendRead, FaultySourceWrapsEveryBackend) {
   spec.fail_ranges = {{1000000, 1000100}};
   auto faulty = wrap_faulty_source(inner, spec);
   EXPECT_EQ(faulty->backend_name(), inner->backend_name());
-  EXPECT_EQ(faulty->view(0, 10), nullptr);  // every byte goes through read()
+  EXPECT_EQ(faulty->view(0, 10), nullptr);         // every byte goes through read()
   check_read_many(*faulty, bytes_, 100, 3000, 7);  // (seeded to miss the failing range)
   std::vector<uint8_t> out(200);
   try {
@@ -264,8 +271,11 @@ TEST_P(BackendRead, FaultySourceWrapsEveryBackend) {
 }
 
 TEST_P(BackendRead, HintsKeepDataIntact) {
-  for (AccessPattern p : {AccessPattern::sequential, AccessPattern::random, AccessPattern::normal}) src_->advise(p);
-  const ReadRequest hints[] = {{0, 10, nullptr}, {kPage + 3, 3 * kPage, nullptr}, {kFileSize - 5, 5, nullptr},
+  for (AccessPattern p : {AccessPattern::sequential, AccessPattern::random, AccessPattern::normal})
+    src_->advise(p);
+  const ReadRequest hints[] = {{0, 10, nullptr},
+                               {kPage + 3, 3 * kPage, nullptr},
+                               {kFileSize - 5, 5, nullptr},
                                {kFileSize + 10, 10, nullptr},  // outside the file: ignored
                                {0, kFileSize, nullptr}};
   src_->will_need(hints);
@@ -301,7 +311,8 @@ TEST_P(BackendRead, EmptyAndTinyFiles) {
 }
 
 TEST_P(BackendRead, FileShrinkingUnderTheReaderIsIoError) {
-  if (GetParam().backend == Backend::mmap) GTEST_SKIP() << "mmap: reading a truncated mapping is SIGBUS, not an error";
+  if (GetParam().backend == Backend::mmap)
+    GTEST_SKIP() << "mmap: reading a truncated mapping is SIGBUS, not an error";
   ASSERT_EQ(0, ::truncate(path_.c_str(), static_cast<off_t>(kFileSize / 2)));
   std::vector<uint8_t> out(5000);
   expect_read(100, 5000);  // still there
@@ -314,7 +325,9 @@ TEST_P(BackendRead, FileShrinkingUnderTheReaderIsIoError) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, BackendRead, ::testing::ValuesIn(kCases),
-                         [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::string(info.param.name);
+                         });
 
 // ---------------------------------------------------------------------------------------------
 
@@ -328,7 +341,8 @@ TEST(BackendDirect, RefusingFilesystemGivesClearError) {
     GTEST_SKIP() << path << " accepted O_DIRECT on this kernel";
   } catch (const InvalidArgument& e) {
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("'/proc/version': the filesystem refuses O_DIRECT"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("'/proc/version': the filesystem refuses O_DIRECT"), std::string::npos)
+        << msg;
     EXPECT_NE(msg.find("use backend='pread' or 'mmap'"), std::string::npos) << msg;
   }
   EXPECT_FALSE(backend_unavailable_reason(Backend::direct, path).empty());
@@ -350,8 +364,10 @@ TEST(BackendDirect, TmpfsFile) {
     src = open_source(path, opt);
   } catch (const InvalidArgument& e) {
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("'" + path + "': the filesystem refuses O_DIRECT (tmpfs?); use backend='pread' or 'mmap'"),
-              std::string::npos)
+    EXPECT_NE(
+        msg.find("'" + path +
+                 "': the filesystem refuses O_DIRECT (tmpfs?); use backend='pread' or 'mmap'"),
+        std::string::npos)
         << msg;
     return;
   }
@@ -359,8 +375,9 @@ TEST(BackendDirect, TmpfsFile) {
   std::vector<uint8_t> out(bytes.size());
   src->read(3, 9000, out.data());
   EXPECT_EQ(0, std::memcmp(out.data(), bytes.data() + 3, 9000));
-  GTEST_SKIP() << "tmpfs accepts O_DIRECT on this kernel (Linux >= 6.6) and reads were correct; the refusal "
-                  "message is checked by RefusingFilesystemGivesClearError";
+  GTEST_SKIP()
+      << "tmpfs accepts O_DIRECT on this kernel (Linux >= 6.6) and reads were correct; the refusal "
+         "message is checked by RefusingFilesystemGivesClearError";
 }
 
 TEST(BackendUring, UnusableIoUringIsAClearErrorAndAutoAvoidsIt) {
@@ -419,7 +436,8 @@ TEST(BackendAuto, SmallFileOpensMmapAndOptionsAreChecked) {
   opt.queue_depth = 5000;
   EXPECT_THROW(open_source(path, opt), InvalidArgument);
   EXPECT_THROW(open_source(dir.file("missing.bin")), IoError);
-  for (int b = 0; b < 5; ++b) EXPECT_EQ(parse_backend(backend_name(static_cast<Backend>(b))), static_cast<Backend>(b));
+  for (int b = 0; b < 5; ++b)
+    EXPECT_EQ(parse_backend(backend_name(static_cast<Backend>(b))), static_cast<Backend>(b));
   EXPECT_THROW(parse_backend("uring"), InvalidArgument);
 }
 
@@ -431,8 +449,10 @@ TEST(BackendHints, PlanHintsCoalescesAndWidensDenseRegions) {
   const uint64_t size = 10 * kHintRegion + 5000;
   using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;
   // Sparse ranges: kept, sorted, merged only when close; out-of-file and empty ones dropped.
-  const std::vector<ReadRequest> sparse = {{5 * kHintRegion, 100, nullptr}, {kHintRegion, 100, nullptr},
-                                           {kHintRegion + 1000, 100, nullptr}, {size, 1, nullptr},
+  const std::vector<ReadRequest> sparse = {{5 * kHintRegion, 100, nullptr},
+                                           {kHintRegion, 100, nullptr},
+                                           {kHintRegion + 1000, 100, nullptr},
+                                           {size, 1, nullptr},
                                            {3 * kHintRegion, 0, nullptr}};
   EXPECT_EQ(detail::plan_hints(sparse, size, Widen::none, nullptr),
             (Ranges{{kHintRegion, kHintRegion + 1100}, {5 * kHintRegion, 5 * kHintRegion + 100}}));
@@ -444,7 +464,8 @@ TEST(BackendHints, PlanHintsCoalescesAndWidensDenseRegions) {
   batch.push_back({10 * kHintRegion, 5000, nullptr});  // the last, partial region
   EXPECT_EQ(detail::dense_regions(batch, size), std::vector<uint64_t>{2});
   EXPECT_EQ(detail::plan_hints(batch, size, Widen::dense_regions, nullptr),
-            (Ranges{{2 * kHintRegion, 3 * kHintRegion}, {7 * kHintRegion + 10, 7 * kHintRegion + 60},
+            (Ranges{{2 * kHintRegion, 3 * kHintRegion},
+                    {7 * kHintRegion + 10, 7 * kHintRegion + 60},
                     {10 * kHintRegion, size}}));
   EXPECT_EQ(detail::plan_hints(batch, size, Widen::none, nullptr).size(), 6u);
   // A few pre-merged ranges covering much of a region count as dense too.
@@ -452,7 +473,8 @@ TEST(BackendHints, PlanHintsCoalescesAndWidensDenseRegions) {
   EXPECT_EQ(detail::dense_regions(merged, size), std::vector<uint64_t>{4});
   // A region hinted lately is not hinted again (nor are its samples).
   detail::RecentRegions recent;
-  EXPECT_EQ(detail::plan_hints(batch, size, Widen::dense_only, &recent), (Ranges{{2 * kHintRegion, 3 * kHintRegion}}));
+  EXPECT_EQ(detail::plan_hints(batch, size, Widen::dense_only, &recent),
+            (Ranges{{2 * kHintRegion, 3 * kHintRegion}}));
   EXPECT_EQ(detail::plan_hints(batch, size, Widen::dense_only, &recent), Ranges{});
   EXPECT_EQ(detail::plan_hints(batch, size, Widen::dense_regions, &recent).size(), 2u);
 }
@@ -461,22 +483,26 @@ TEST(BackendHints, PlanHintsCoalescesAndWidensDenseRegions) {
 std::string eviction_unobservable(const std::string& dir) {
   struct statfs fs;
   if (::statfs(dir.c_str(), &fs) != 0) return "cannot statfs " + dir;
-  if (fs.f_type == 0x01021994) return dir + " is on tmpfs: its page cache is the only copy and is never dropped";
-  if (fs.f_type == 0x794c7630) return dir + " is on overlayfs: POSIX_FADV_DONTNEED does not reach the lower files";
+  if (fs.f_type == 0x01021994)
+    return dir + " is on tmpfs: its page cache is the only copy and is never dropped";
+  if (fs.f_type == 0x794c7630)
+    return dir + " is on overlayfs: POSIX_FADV_DONTNEED does not reach the lower files";
   return "";
 }
 
 class BackendResidency : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (const std::string why = eviction_unobservable(dir_.path().string()); !why.empty()) GTEST_SKIP() << why;
+    if (const std::string why = eviction_unobservable(dir_.path().string()); !why.empty())
+      GTEST_SKIP() << why;
     bytes_ = random_bytes(8u << 20, 11);
     path_ = dir_.file("cold.bin");
     write_file(path_, bytes_);
     evict_from_page_cache(path_);
     const double r = resident_fraction(path_);
     if (r > 0.05)
-      GTEST_SKIP() << "the filesystem kept " << r * 100 << "% of the file cached after fsync + POSIX_FADV_DONTNEED";
+      GTEST_SKIP() << "the filesystem kept " << r * 100
+                   << "% of the file cached after fsync + POSIX_FADV_DONTNEED";
   }
   TempDir dir_;
   std::string path_;
@@ -508,7 +534,8 @@ TEST_F(BackendResidency, DontNeedDropsCachedPages) {
 }
 
 TEST_F(BackendResidency, DirectReadsBypassThePageCache) {
-  if (const std::string why = backend_unavailable_reason(Backend::direct, path_); !why.empty()) GTEST_SKIP() << why;
+  if (const std::string why = backend_unavailable_reason(Backend::direct, path_); !why.empty())
+    GTEST_SKIP() << why;
   auto src = open_direct_source(path_);
   check_read_many(*src, bytes_, 500, 20000, 12);
   std::vector<uint8_t> out(bytes_.size());
@@ -555,7 +582,8 @@ TEST(BackendOs, NumaThroughTheApi) {
 }
 
 TEST(BackendOs, PciDeviceNode) {
-  for (const char* bad : {"", "../../etc/passwd", "zz:00.0", "0000:3b:00", "0000:3b:00.8", "1:2:3:4.0"})
+  for (const char* bad :
+       {"", "../../etc/passwd", "zz:00.0", "0000:3b:00", "0000:3b:00.8", "1:2:3:4.0"})
     EXPECT_THROW(node_of_pci_device(bad), InvalidArgument) << bad;
   EXPECT_EQ(node_of_pci_device("0000:ff:1f.7"), -1);  // no such device
   const int nodes = numa_node_count();

@@ -51,7 +51,8 @@ void write_all_kinds(const std::string& path, const Schema& s, uint64_t n, uint6
   std::vector<FieldData> row(s.fields.size());
   for (uint64_t i = 0; i < n; ++i) {
     for (size_t f = 0; f < s.fields.size(); ++f) {
-      const uint64_t len = s.fields[f].kind == FieldKind::bytes ? blob_len(i, page_size) : s.fields[f].fixed_bytes();
+      const uint64_t len =
+          s.fields[f].kind == FieldKind::bytes ? blob_len(i, page_size) : s.fields[f].fixed_bytes();
       data[f] = pattern(i, f, len);
       row[f] = {data[f].data(), len};
     }
@@ -70,7 +71,8 @@ TEST_P(RoundTrip, EveryKindAndDType) {
   const Schema s = all_kinds_schema();
   const uint64_t n = 60;
   write_all_kinds(path, s, n, page_size);
-  if (const std::string why = backend_unavailable_reason(backend, path); !why.empty()) GTEST_SKIP() << why;
+  if (const std::string why = backend_unavailable_reason(backend, path); !why.empty())
+    GTEST_SKIP() << why;
 
   auto r = Reader::open(path, {backend});
   EXPECT_EQ(r->schema(), s);
@@ -81,13 +83,16 @@ TEST_P(RoundTrip, EveryKindAndDType) {
     const auto fields = r->sample(i, scratch);
     ASSERT_EQ(fields.size(), s.fields.size());
     for (size_t f = 0; f < fields.size(); ++f) {
-      const uint64_t len = s.fields[f].kind == FieldKind::bytes ? blob_len(i, page_size) : s.fields[f].fixed_bytes();
+      const uint64_t len =
+          s.fields[f].kind == FieldKind::bytes ? blob_len(i, page_size) : s.fields[f].fixed_bytes();
       ASSERT_EQ(fields[f].size, len) << "sample " << i << " field " << f;
       const auto want = pattern(i, f, len);
       if (len) {  // an empty vector's data() may be null, which memcmp must not see
-        ASSERT_EQ(0, std::memcmp(fields[f].data, want.data(), len)) << "sample " << i << " field " << f;
+        ASSERT_EQ(0, std::memcmp(fields[f].data, want.data(), len))
+            << "sample " << i << " field " << f;
       }
-      if (s.fields[f].kind == FieldKind::ndarray) {  // zero-copy views must be aligned for the dtype
+      if (s.fields[f].kind ==
+          FieldKind::ndarray) {  // zero-copy views must be aligned for the dtype
         EXPECT_EQ(reinterpret_cast<uintptr_t>(fields[f].data) % dtype_size(s.fields[f].dtype), 0u);
       }
     }
@@ -146,7 +151,8 @@ TEST(Format, VerifyFindsCorruptPage) {
 }
 
 TEST(Format, DTypeNames) {
-  for (int d = 0; d < kNumDTypes; ++d) EXPECT_EQ(parse_dtype(dtype_name(static_cast<DType>(d))), static_cast<DType>(d));
+  for (int d = 0; d < kNumDTypes; ++d)
+    EXPECT_EQ(parse_dtype(dtype_name(static_cast<DType>(d))), static_cast<DType>(d));
   EXPECT_THROW(parse_dtype("float128"), InvalidArgument);
   EXPECT_EQ(dtype_size(DType::bf16), 2u);
 }

@@ -44,7 +44,9 @@ std::vector<std::vector<int64_t>> drain_epoch(Loader& loader, bool consecutive =
   return out;
 }
 
-std::vector<std::vector<int64_t>> drain_epoch_any(Loader& loader) { return drain_epoch(loader, false); }
+std::vector<std::vector<int64_t>> drain_epoch_any(Loader& loader) {
+  return drain_epoch(loader, false);
+}
 
 std::vector<int64_t> flatten(const std::vector<std::vector<int64_t>>& batches) {
   std::vector<int64_t> all;
@@ -99,12 +101,14 @@ TEST_F(LoaderTest, ShardedRanksCoverTheEpochExactlyOnce) {
       for (int64_t l : flatten(batches)) seen.insert(l);
     }
     EXPECT_EQ(seen.size(), 1000 / world * world);
-    EXPECT_EQ(std::set<int64_t>(seen.begin(), seen.end()).size(), seen.size()) << "a sample was seen twice";
+    EXPECT_EQ(std::set<int64_t>(seen.begin(), seen.end()).size(), seen.size())
+        << "a sample was seen twice";
   }
 }
 
 TEST_F(LoaderTest, DeterministicAcrossThreadCountsAndContentsMatchFile) {
-  const std::string var = testing::synthetic_file(dir_, "var.ferry", 300, 500, 4096, /*variable=*/true, 9);
+  const std::string var =
+      testing::synthetic_file(dir_, "var.ferry", 300, 500, 4096, /*variable=*/true, 9);
   SyntheticSpec spec;
   spec.shape = {500};
   spec.variable = true;
@@ -129,7 +133,8 @@ TEST_F(LoaderTest, DeterministicAcrossThreadCountsAndContentsMatchFile) {
           ASSERT_EQ(len, synthetic_length(spec, id));
           std::vector<uint8_t> want(len);
           synthetic_fill(9, id, want.data(), len);
-          ASSERT_EQ(0, std::memcmp(data.data + data.offsets[i], want.data(), len)) << "sample " << id;
+          ASSERT_EQ(0, std::memcmp(data.data + data.offsets[i], want.data(), len))
+              << "sample " << id;
           got.emplace_back(data.data + data.offsets[i], data.data + data.offsets[i + 1]);
         }
       }
@@ -182,7 +187,8 @@ TEST_F(LoaderTest, ResumeYieldsExactlyTheUninterruptedBatches) {
   EXPECT_THROW(Loader(fixed_, other), InvalidArgument);
 }
 
-std::shared_ptr<Reader> faulty_reader(const std::string& path, std::vector<uint64_t> failing, std::chrono::microseconds delay = {}) {
+std::shared_ptr<Reader> faulty_reader(const std::string& path, std::vector<uint64_t> failing,
+                                      std::chrono::microseconds delay = {}) {
   auto plain = Reader::open(path);
   FaultSpec spec;
   spec.delay = delay;
@@ -233,8 +239,10 @@ TEST_F(LoaderTest, SkipDropsFailedSamplesAndFillsBatchesFromTheNext) {
     std::set<int64_t> seen(all.begin(), all.end());
     EXPECT_EQ(all.size(), 995u) << "bs " << bs;
     EXPECT_EQ(seen.size(), 995u);
-    EXPECT_FALSE(seen.count(3) || seen.count(4) || seen.count(5) || seen.count(500) || seen.count(999));
-    for (size_t i = 0; i + 1 < batches.size(); ++i) ASSERT_EQ(batches[i].size(), bs) << "batch " << i << " bs " << bs;
+    EXPECT_FALSE(seen.count(3) || seen.count(4) || seen.count(5) || seen.count(500) ||
+                 seen.count(999));
+    for (size_t i = 0; i + 1 < batches.size(); ++i)
+      ASSERT_EQ(batches[i].size(), bs) << "batch " << i << " bs " << bs;
     EXPECT_EQ(loader.metrics().errors_skipped, 5u);
   }
 }
@@ -339,7 +347,8 @@ TEST_F(LoaderTest, HeldBatchesAreNeverOverwritten) {
   for (int i = 0; i < 60; ++i) ASSERT_TRUE(loader.next());
   for (size_t i = 0; i < held.size(); ++i) {
     const FieldBuffer& d = held[i].field("data");
-    EXPECT_EQ(0, std::memcmp(d.data, copies[i].data(), copies[i].size())) << "held batch " << i << " changed";
+    EXPECT_EQ(0, std::memcmp(d.data, copies[i].data(), copies[i].size()))
+        << "held batch " << i << " changed";
   }
 }
 
@@ -347,7 +356,8 @@ TEST_F(LoaderTest, HoldingEveryBufferIsACapacityErrorNotAHang) {
   LoaderOptions o;
   o.batch_size = 10;
   o.prefetch = 2;
-  const uint64_t slot = 10 * 48 + 64 + 10 * 8;  // approx; the budget below holds 4 slots of either size
+  const uint64_t slot =
+      10 * 48 + 64 + 10 * 8;  // approx; the budget below holds 4 slots of either size
   o.memory_budget = 4 * 1024;
   (void)slot;
   Loader loader(fixed_, o);

@@ -30,7 +30,8 @@ TEST(Order, EveryOrderIsAPermutation) {
   for (OrderKind k : kKinds)
     for (uint64_t n : {0ull, 1ull, 7ull, 100ull, 1001ull}) {
       const auto pages = pages_of(n, 13);
-      EXPECT_TRUE(is_permutation_of_n(epoch_order({k, 5}, 0, pages), n)) << order_name(k) << " n=" << n;
+      EXPECT_TRUE(is_permutation_of_n(epoch_order({k, 5}, 0, pages), n))
+          << order_name(k) << " n=" << n;
       EXPECT_TRUE(is_permutation_of_n(epoch_order({k, 5}, 3, pages), n));
     }
 }
@@ -49,7 +50,8 @@ TEST(Order, DeterministicPerSeedAndEpochAndEpochsDiffer) {
 TEST(Order, KnownValuesAreStableAcrossPlatforms) {
   // Pinned: a change of generator would silently break resumed runs and cross-language checks.
   const std::vector<uint64_t> pages = {0, 0, 0, 1, 1, 1, 2, 2, 2, 3};
-  EXPECT_EQ(epoch_order({OrderKind::random, 42, 2}, 1, pages), (std::vector<uint64_t>{3, 1, 8, 0, 6, 9, 4, 5, 2, 7}));
+  EXPECT_EQ(epoch_order({OrderKind::random, 42, 2}, 1, pages),
+            (std::vector<uint64_t>{3, 1, 8, 0, 6, 9, 4, 5, 2, 7}));
   EXPECT_EQ(epoch_order({OrderKind::quasi_random, 42, 2}, 1, pages),
             (std::vector<uint64_t>{8, 7, 6, 5, 4, 3, 1, 0, 2, 9}));
 }
@@ -65,7 +67,8 @@ TEST(Order, QuasiRandomIsPageLocalAndMixed) {
   EXPECT_GT(page_loads(ro, pages, 4), n * 9 / 10);
   EXPECT_EQ(page_switches(epoch_order({OrderKind::sequential}, 0, pages), pages), n / per_page - 1);
   // Window 1 is FFCV's page-by-page order: one switch per page.
-  EXPECT_EQ(page_switches(epoch_order({OrderKind::quasi_random, 3, 1}, 0, pages), pages), n / per_page - 1);
+  EXPECT_EQ(page_switches(epoch_order({OrderKind::quasi_random, 3, 1}, 0, pages), pages),
+            n / per_page - 1);
   // Globally mixed: the first 1000 positions hold samples from many different pages.
   std::vector<uint64_t> first(qo.begin(), qo.begin() + 1000);
   std::set<uint64_t> distinct;

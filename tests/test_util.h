@@ -26,8 +26,9 @@ class TempDir {
 };
 
 /// Writes a synthetic file and returns its path.
-inline std::string synthetic_file(const TempDir& dir, const std::string& name, uint64_t n, uint64_t bytes,
-                                  uint64_t page_size = 64 * 1024, bool variable = false, uint64_t seed = 7) {
+inline std::string synthetic_file(const TempDir& dir, const std::string& name, uint64_t n,
+                                  uint64_t bytes, uint64_t page_size = 64 * 1024,
+                                  bool variable = false, uint64_t seed = 7) {
   SyntheticSpec spec;
   spec.num_samples = n;
   spec.shape = {bytes};

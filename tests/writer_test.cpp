@@ -24,7 +24,9 @@ Schema image_schema() {
   return s;
 }
 
-size_t files_in(const fs::path& dir) { return std::distance(fs::directory_iterator(dir), fs::directory_iterator()); }
+size_t files_in(const fs::path& dir) {
+  return std::distance(fs::directory_iterator(dir), fs::directory_iterator());
+}
 
 TEST(Writer, ExceptionMidWriteLeavesNoFile) {
   TempDir dir;
@@ -73,7 +75,8 @@ TEST(Writer, BadOptions) {
   TempDir dir;
   EXPECT_THROW(Writer(dir.file("a"), image_schema(), {.page_size = 5000}), InvalidArgument);
   EXPECT_THROW(Writer(dir.file("a"), image_schema(), {.page_size = 2048}), InvalidArgument);
-  EXPECT_THROW(Writer(dir.file("a"), image_schema(), {.alignment = 4}), InvalidArgument);  // < sizeof(i64)
+  EXPECT_THROW(Writer(dir.file("a"), image_schema(), {.alignment = 4}),
+               InvalidArgument);  // < sizeof(i64)
   EXPECT_THROW(Writer(dir.file("a"), Schema{}, {}), InvalidArgument);
   Schema dup;
   dup.fields = {FieldSpec::bytes("x"), FieldSpec::bytes("x")};
@@ -97,11 +100,13 @@ TEST(Writer, AppendBatchColumns) {
   for (uint64_t i = 0; i < 10; ++i) {
     auto f = r->sample(i, scratch);
     EXPECT_EQ(0, std::memcmp(f[0].data, v.data() + 4 * i, 8));
-    EXPECT_EQ(std::string(reinterpret_cast<const char*>(f[1].data), f[1].size), text.substr(off[i], off[i + 1] - off[i]));
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(f[1].data), f[1].size),
+              text.substr(off[i], off[i + 1] - off[i]));
   }
 }
 
-void write_idx_gz(const std::string& path, uint8_t type, std::vector<uint32_t> dims, const std::vector<uint8_t>& data) {
+void write_idx_gz(const std::string& path, uint8_t type, std::vector<uint32_t> dims,
+                  const std::vector<uint8_t>& data) {
   gzFile f = gzopen(path.c_str(), "wb");
   uint8_t magic[4] = {0, 0, type, static_cast<uint8_t>(dims.size())};
   gzwrite(f, magic, 4);
@@ -119,7 +124,9 @@ TEST(Importers, IdxImagesAndLabels) {
   for (size_t i = 0; i < images.size(); ++i) images[i] = static_cast<uint8_t>(i);
   write_idx_gz(dir.file("img.gz"), 0x08, {5, 3, 2}, images);
   write_idx_gz(dir.file("lab.gz"), 0x08, {5}, labels);
-  EXPECT_EQ(import_idx(dir.file("img.gz"), dir.file("lab.gz"), dir.file("m.ferry"), {.fsync = false}), 5u);
+  EXPECT_EQ(
+      import_idx(dir.file("img.gz"), dir.file("lab.gz"), dir.file("m.ferry"), {.fsync = false}),
+      5u);
   auto r = Reader::open(dir.file("m.ferry"));
   EXPECT_EQ(r->schema().fields[0].shape, (std::vector<uint64_t>{3, 2}));
   std::vector<uint8_t> scratch;
@@ -133,7 +140,8 @@ TEST(Importers, IdxImagesAndLabels) {
 TEST(Importers, IdxBigEndianAndErrors) {
   TempDir dir;
   // Two i32 samples of shape [2]: big-endian in the file, little-endian in ferry.
-  write_idx_gz(dir.file("i.gz"), 0x0C, {2, 2}, {0, 0, 1, 2, 0, 0, 0, 3, 255, 255, 255, 255, 0, 0, 0, 0});
+  write_idx_gz(dir.file("i.gz"), 0x0C, {2, 2},
+               {0, 0, 1, 2, 0, 0, 0, 3, 255, 255, 255, 255, 0, 0, 0, 0});
   import_idx(dir.file("i.gz"), "", dir.file("i.ferry"), {.fsync = false});
   auto r = Reader::open(dir.file("i.ferry"));
   std::vector<uint8_t> scratch;
@@ -148,7 +156,8 @@ TEST(Importers, IdxBigEndianAndErrors) {
   EXPECT_THROW(import_idx(dir.file("short.gz"), "", dir.file("s.ferry"), {}), FormatError);
   EXPECT_FALSE(fs::exists(dir.file("s.ferry")));
   write_idx_gz(dir.file("lab.gz"), 0x08, {3}, {1, 2, 3});
-  EXPECT_THROW(import_idx(dir.file("i.gz"), dir.file("lab.gz"), dir.file("x.ferry"), {}), FormatError);
+  EXPECT_THROW(import_idx(dir.file("i.gz"), dir.file("lab.gz"), dir.file("x.ferry"), {}),
+               FormatError);
 }
 
 TEST(Importers, SyntheticIsDeterministic) {

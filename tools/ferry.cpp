@@ -25,9 +25,9 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "ferry/error.h"
 #include "ferry/format.h"
@@ -169,11 +169,21 @@ std::string json_string(std::string_view s) {
   std::string out = "\"";
   for (const char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20)
           out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
@@ -635,10 +645,9 @@ int run_bench(const BenchArgs& a) {
     return 0;
   }
   fmt::print("ferry bench {}\n", a.file);
-  const std::string step =
-      a.step_ms > 0
-          ? fmt::format("compute {:g} ms per batch ({})", a.step_ms, a.spin ? "busy-spin" : "sleep")
-          : std::string("no compute step");
+  const std::string step = a.step_ms > 0 ? fmt::format("compute {:g} ms per batch ({})", a.step_ms,
+                                                       a.spin ? "busy-spin" : "sleep")
+                                         : std::string("no compute step");
   fmt::print("  {} samples × {} epoch{}, batch {}, order {}, backend {}, {}\n\n",
              with_commas(async.samples / std::max<uint64_t>(a.epochs, 1)), a.epochs,
              a.epochs == 1 ? "" : "s", a.batch_size, a.order, a.backend, step);
@@ -662,7 +671,8 @@ int main(int argc, char** argv) {
   CLI::App app{"ferry: write, inspect and benchmark .ferry record files", "ferry"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show the help of every subcommand");
-  app.footer("Exit status: 0 success, 1 error or corrupt file (one line on stderr), 2 usage error.");
+  app.footer(
+      "Exit status: 0 success, 1 error or corrupt file (one line on stderr), 2 usage error.");
 
   WriteArgs w;
   CLI::App* write = app.add_subcommand("write", "Convert data into a .ferry file");

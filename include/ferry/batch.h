@@ -34,11 +34,13 @@ std::shared_ptr<HostAllocator> default_host_allocator(bool huge_pages = false);
 /// One field's buffer inside a batch.
 struct FieldBuffer {
   const FieldSpec* spec = nullptr;
-  uint8_t* data = nullptr;     ///< ndarray: size × fixed_bytes; bytes: offsets[size] bytes
-  uint64_t capacity = 0;       ///< bytes available at data
-  uint64_t* offsets = nullptr; ///< bytes fields: size+1 entries (offsets[0] == 0); else nullptr
-  void* device_data = nullptr; ///< set by the CUDA stage when the batch lives on a GPU
-  uint64_t bytes(uint64_t size) const { return offsets ? offsets[size] : size * spec->fixed_bytes(); }
+  uint8_t* data = nullptr;      ///< ndarray: size × fixed_bytes; bytes: offsets[size] bytes
+  uint64_t capacity = 0;        ///< bytes available at data
+  uint64_t* offsets = nullptr;  ///< bytes fields: size+1 entries (offsets[0] == 0); else nullptr
+  void* device_data = nullptr;  ///< set by the CUDA stage when the batch lives on a GPU
+  uint64_t bytes(uint64_t size) const {
+    return offsets ? offsets[size] : size * spec->fixed_bytes();
+  }
 };
 
 /// Internal: a pool slot (buffers + metadata). Defined in src/.
@@ -56,9 +58,9 @@ class Batch {
 
   /// False for the empty Batch that marks the end of an epoch.
   explicit operator bool() const { return slot_ != nullptr; }
-  uint64_t size() const;    ///< samples in the batch
+  uint64_t size() const;  ///< samples in the batch
   uint64_t epoch() const;
-  uint64_t index() const;   ///< position of the batch in its epoch (this rank's batches)
+  uint64_t index() const;  ///< position of the batch in its epoch (this rank's batches)
   std::span<const uint64_t> sample_ids() const;
   size_t num_fields() const;
   const FieldBuffer& field(size_t i) const;

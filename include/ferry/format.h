@@ -45,11 +45,13 @@ enum class FieldKind : uint8_t {
 struct FieldSpec {
   std::string name;
   FieldKind kind = FieldKind::ndarray;
-  DType dtype = DType::u8;        ///< ndarray only
-  std::vector<uint64_t> shape;    ///< ndarray only; empty for a scalar
+  DType dtype = DType::u8;      ///< ndarray only
+  std::vector<uint64_t> shape;  ///< ndarray only; empty for a scalar
 
   static FieldSpec array(std::string name, DType dtype, std::vector<uint64_t> shape);
-  static FieldSpec scalar(std::string name, DType dtype) { return array(std::move(name), dtype, {}); }
+  static FieldSpec scalar(std::string name, DType dtype) {
+    return array(std::move(name), dtype, {});
+  }
   static FieldSpec bytes(std::string name);
 
   uint64_t num_elements() const;
@@ -109,7 +111,8 @@ class Layout {
   }
   /// Absolute file offset of field `f` of `sample`.
   uint64_t field_offset(uint64_t sample, size_t f) const {
-    return page_offset(sample_pages_[sample]) + field_locs_[sample * schema_.fields.size() + f].offset;
+    return page_offset(sample_pages_[sample]) +
+           field_locs_[sample * schema_.fields.size() + f].offset;
   }
   /// File range [begin, end) spanned by all fields of `sample`.
   std::pair<uint64_t, uint64_t> sample_extent(uint64_t sample) const;
@@ -136,8 +139,8 @@ class Layout {
   uint64_t header_xxh64_ = 0;
   std::vector<PageInfo> pages_;
   std::vector<uint64_t> sample_pages_;
-  std::vector<FieldLoc> field_locs_;     // num_samples * num_fields
-  std::vector<uint64_t> max_lengths_;    // per field
+  std::vector<FieldLoc> field_locs_;   // num_samples * num_fields
+  std::vector<uint64_t> max_lengths_;  // per field
 };
 
 /// Fixed-size part of the header, as stored (little-endian). See docs/format.md.
@@ -145,7 +148,7 @@ struct HeaderPrefix {
   char magic[8];
   uint32_t version;
   uint32_t flags;
-  uint64_t header_size;       ///< bytes of header incl. schema and padding == data_offset
+  uint64_t header_size;  ///< bytes of header incl. schema and padding == data_offset
   uint64_t page_size;
   uint32_t alignment;
   uint32_t num_fields;
@@ -156,8 +159,8 @@ struct HeaderPrefix {
   uint64_t index_offset;
   uint64_t index_size;
   uint64_t footer_offset;
-  uint64_t schema_size;       ///< bytes of the schema block that follows this prefix
-  uint64_t header_xxh64;      ///< xxh64 of prefix (this field zeroed) + schema block
+  uint64_t schema_size;   ///< bytes of the schema block that follows this prefix
+  uint64_t header_xxh64;  ///< xxh64 of prefix (this field zeroed) + schema block
 };
 static_assert(sizeof(HeaderPrefix) == 112);
 

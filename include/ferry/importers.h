@@ -41,8 +41,8 @@ struct SyntheticSpec {
 /// Writes `spec.num_samples` samples with fields "data" and "label" (i64, = the sample index,
 /// which lets tests check exactly-once delivery). Contents are a pure function of (seed, index):
 /// synthetic_byte(seed, index, j) is byte j of sample index's data.
-void write_synthetic(const std::string& out, const SyntheticSpec& spec, const WriterOptions& options = {},
-                     const Progress& progress = {});
+void write_synthetic(const std::string& out, const SyntheticSpec& spec,
+                     const WriterOptions& options = {}, const Progress& progress = {});
 
 /// Byte `j` of synthetic sample `index`'s "data" field.
 uint8_t synthetic_byte(uint64_t seed, uint64_t index, uint64_t j);

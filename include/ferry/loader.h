@@ -43,7 +43,8 @@ struct SampleSlot {
 using Transform = std::function<void(SampleSlot&)>;
 
 enum class OnError {
-  raise,  ///< next() throws SampleError for the batch holding the failed sample (after every earlier batch)
+  raise,  ///< next() throws SampleError for the batch holding the failed sample (after every
+          ///< earlier batch)
   /// The sample is dropped and counted; its batch is filled up from the end of the following
   /// batch (ordered mode; unordered batches come out short). The epoch's last batch comes out
   /// shorter by the number of samples skipped (and is dropped if drop_last).
@@ -76,11 +77,11 @@ struct LoaderOptions {
   uint64_t batch_size = 256;
   OrderKind order = OrderKind::quasi_random;
   uint64_t seed = 0;
-  uint32_t window_pages = 4;   ///< quasi_random's shuffle window
+  uint32_t window_pages = 4;  ///< quasi_random's shuffle window
   uint32_t rank = 0, world_size = 1;
   ShardRemainder remainder = ShardRemainder::pad;
   bool drop_last = false;
-  uint32_t num_threads = 0;     ///< 0: one per core but one (left to the consumer), at least 1
+  uint32_t num_threads = 0;  ///< 0: one per core but one (left to the consumer), at least 1
   /// Batches workers may run ahead of the consumer. 0: derived — from memory_budget if given,
   /// else 2 × threads (at least 4) capped so the pool stays near 128 MiB (at least 2).
   uint32_t prefetch = 0;
@@ -88,14 +89,14 @@ struct LoaderOptions {
   /// and may grow to 1 GiB (or prefetch + 2 batches, if larger) while the consumer holds batches.
   uint64_t memory_budget = 0;
   OnError on_error = OnError::raise;
-  bool ordered = true;          ///< false: deliver batches as they complete (still exactly once)
+  bool ordered = true;  ///< false: deliver batches as they complete (still exactly once)
   std::vector<std::string> fields;  ///< fields to load (empty: all), in this order
   Transform transform;
   Backend backend = Backend::auto_select;
   std::optional<LoaderState> resume;
   std::shared_ptr<HostAllocator> allocator;  ///< null: default_host_allocator(huge_pages)
-  bool huge_pages = false;      ///< MADV_HUGEPAGE on pool buffers (see default_host_allocator)
-  std::string device = "cpu";   ///< "cpu", "cuda", "cuda:N" (needs the CUDA build)
+  bool huge_pages = false;     ///< MADV_HUGEPAGE on pool buffers (see default_host_allocator)
+  std::string device = "cpu";  ///< "cpu", "cuda", "cuda:N" (needs the CUDA build)
   /// Pin worker threads to this NUMA node (their first touch then places the pool's pages there).
   /// -1: no pinning. A no-op on single-node machines.
   int numa_node = -1;

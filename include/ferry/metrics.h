@@ -8,23 +8,23 @@
 namespace ferry {
 
 struct StageMetrics {
-  std::string name;          ///< "read" (read + collate into the batch), "transform"
-  double busy_seconds = 0;   ///< summed over threads
-  uint64_t items = 0;        ///< samples handled
-  double utilization = 0;    ///< busy / (wall × threads): 1.0 means every thread busy all the time
+  std::string name;         ///< "read" (read + collate into the batch), "transform"
+  double busy_seconds = 0;  ///< summed over threads
+  uint64_t items = 0;       ///< samples handled
+  double utilization = 0;   ///< busy / (wall × threads): 1.0 means every thread busy all the time
   double items_per_second = 0;  ///< items / busy_seconds: one busy thread's rate
 };
 
 struct Metrics {
-  double wall_seconds = 0;        ///< since the loader started (or metrics were reset)
+  double wall_seconds = 0;  ///< since the loader started (or metrics were reset)
   uint32_t threads = 0;
-  uint32_t prefetch = 0;          ///< batches that may be in flight or ready ahead of the consumer
+  uint32_t prefetch = 0;  ///< batches that may be in flight or ready ahead of the consumer
   uint64_t pool_slots = 0, pool_max_slots = 0, slot_bytes = 0;
   uint64_t batches = 0, samples = 0, bytes_read = 0, errors_skipped = 0;
   std::vector<StageMetrics> stages;
-  double consumer_wait_seconds = 0;  ///< time spent blocked in next(): the accelerator-idle figure
-  double consumer_wait_fraction = 0; ///< of wall time
-  double queue_mean = 0;             ///< ready batches seen by next(), averaged
+  double consumer_wait_seconds = 0;   ///< time spent blocked in next(): the accelerator-idle figure
+  double consumer_wait_fraction = 0;  ///< of wall time
+  double queue_mean = 0;              ///< ready batches seen by next(), averaged
   std::vector<uint64_t> queue_histogram;  ///< [i] = calls to next() that found i batches ready
   double latency_p50_ms = 0, latency_p95_ms = 0, latency_p99_ms = 0;  ///< claim → delivery
   double samples_per_second = 0;

@@ -41,7 +41,8 @@ enum class ShardRemainder {
 /// Rank `rank`'s contiguous slice of `order` (contiguous keeps quasi_random's page locality).
 /// Every rank gets the same length; across ranks each sample appears exactly once, padding aside.
 /// Throws InvalidArgument for rank >= world_size or world_size == 0.
-std::vector<uint64_t> shard_order(std::span<const uint64_t> order, uint32_t rank, uint32_t world_size,
+std::vector<uint64_t> shard_order(std::span<const uint64_t> order, uint32_t rank,
+                                  uint32_t world_size,
                                   ShardRemainder remainder = ShardRemainder::pad);
 
 /// Number of consecutive pairs in `order` that lie on different pages.
@@ -49,6 +50,7 @@ uint64_t page_switches(std::span<const uint64_t> order, std::span<const uint64_t
 
 /// Number of page loads a reader keeping the `cache_pages` most recently used pages would make
 /// walking `order` (a locality measure that rewards windows of a few pages).
-uint64_t page_loads(std::span<const uint64_t> order, std::span<const uint64_t> sample_pages, uint32_t cache_pages);
+uint64_t page_loads(std::span<const uint64_t> order, std::span<const uint64_t> sample_pages,
+                    uint32_t cache_pages);
 
 }  // namespace ferry

@@ -18,8 +18,8 @@
 namespace ferry {
 
 struct WriterOptions {
-  uint64_t page_size = kDefaultPageSize;  ///< power of two in [4 KiB, 1 GiB]
-  uint32_t alignment = kDefaultAlignment; ///< power of two >= every dtype size, <= 4096
+  uint64_t page_size = kDefaultPageSize;   ///< power of two in [4 KiB, 1 GiB]
+  uint32_t alignment = kDefaultAlignment;  ///< power of two >= every dtype size, <= 4096
   bool fsync = true;                       ///< fsync file and folder on close (durability)
 };
 
@@ -67,7 +67,7 @@ class Writer {
 };
 
 /// Writes a whole file in one call (the same atomicity).
-void write_file(const std::string& path, const Schema& schema, std::span<const Column> columns, uint64_t n,
-                const WriterOptions& options = {});
+void write_file(const std::string& path, const Schema& schema, std::span<const Column> columns,
+                uint64_t n, const WriterOptions& options = {});
 
 }  // namespace ferry

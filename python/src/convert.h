@@ -15,7 +15,7 @@ namespace py = pybind11;
 /// numpy's name for a ferry dtype. numpy has no bfloat16: bf16 travels as uint16 (the Python
 /// layer views it as torch.bfloat16).
 inline const char* numpy_dtype(DType t) {
-  static const char* names[] = {"uint8", "int8",   "uint16", "int16",  "uint32",  "int32",
+  static const char* names[] = {"uint8",  "int8",  "uint16",  "int16",  "uint32",  "int32",
                                 "uint64", "int64", "float16", "uint16", "float32", "float64"};
   return names[static_cast<int>(t)];
 }
@@ -24,8 +24,10 @@ inline const char* numpy_dtype(DType t) {
 /// batches are converted thousands of times a second).
 inline const py::dtype& cached_numpy_dtype(DType t) {
   static std::vector<py::dtype>* cache = [] {
-    auto* v = new std::vector<py::dtype>();  // leaked on purpose: outlives interpreter shutdown order
-    for (int i = 0; i < kNumDTypes; ++i) v->push_back(py::dtype(numpy_dtype(static_cast<DType>(i))));
+    auto* v =
+        new std::vector<py::dtype>();  // leaked on purpose: outlives interpreter shutdown order
+    for (int i = 0; i < kNumDTypes; ++i)
+      v->push_back(py::dtype(numpy_dtype(static_cast<DType>(i))));
     return v;
   }();
   return (*cache)[static_cast<int>(t)];
@@ -57,7 +59,8 @@ inline Schema schema_from_python(const py::list& fields) {
       s.fields.push_back(FieldSpec::array(name, parse_dtype(d["dtype"].cast<std::string>()),
                                           d["shape"].cast<std::vector<uint64_t>>()));
     } else {
-      throw py::value_error("field '" + name + "': kind must be 'ndarray' or 'bytes', got '" + kind + "'");
+      throw py::value_error("field '" + name + "': kind must be 'ndarray' or 'bytes', got '" +
+                            kind + "'");
     }
   }
   return s;

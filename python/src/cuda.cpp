@@ -187,13 +187,17 @@ void bind_cuda(py::module_& m) {
   py::class_<PyDeviceLoader>(m, "DeviceLoader")
       .def(py::init([](const std::string& path, const py::kwargs& kw) {
              EngineArgs a = engine_args(kw, {"ring_depth"});
-             const DeviceOptions d{kw.contains("ring_depth") ? kw["ring_depth"].cast<uint32_t>() : 3u};
+             const DeviceOptions d{kw.contains("ring_depth") ? kw["ring_depth"].cast<uint32_t>()
+                                                             : 3u};
              py::gil_scoped_release nogil;
-             auto loader = a.faulty() ? std::make_unique<DeviceLoader>(faulty_reader(path, a), std::move(a.options), d)
-                                      : std::make_unique<DeviceLoader>(path, std::move(a.options), d);
+             auto loader = a.faulty()
+                               ? std::make_unique<DeviceLoader>(faulty_reader(path, a),
+                                                                std::move(a.options), d)
+                               : std::make_unique<DeviceLoader>(path, std::move(a.options), d);
              return std::make_unique<PyDeviceLoader>(std::move(loader));
            }),
-           py::arg("path"), "Keyword arguments: those of _ferry.Loader (engine_args.h) and ring_depth")
+           py::arg("path"),
+           "Keyword arguments: those of _ferry.Loader (engine_args.h) and ring_depth")
       .def("next", &PyDeviceLoader::next, py::arg("timeout") = -1.0, py::arg("stream") = 0)
       .def("close", &PyDeviceLoader::close)
       .def("set_epoch",

@@ -4,8 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -31,9 +31,10 @@ struct EngineArgs {
 /// itself; any other key is a TypeError naming it.
 inline EngineArgs engine_args(const py::kwargs& kw, std::initializer_list<const char*> extra = {}) {
   static const std::set<std::string> known = {
-      "batch_size", "order",  "seed",    "drop_last", "num_threads",  "prefetch",    "memory_budget",
-      "on_error",   "rank",   "world_size", "remainder", "backend",   "fields",      "window_pages",
-      "ordered",    "resume_json", "device", "fault_samples", "fault_delay_us"};
+      "batch_size",  "order",         "seed",          "drop_last",     "num_threads",
+      "prefetch",    "memory_budget", "on_error",      "rank",          "world_size",
+      "remainder",   "backend",       "fields",        "window_pages",  "ordered",
+      "resume_json", "device",        "fault_samples", "fault_delay_us"};
   std::set<std::string> allowed = known;
   allowed.insert(extra.begin(), extra.end());
   for (const auto& item : kw) {
@@ -41,7 +42,8 @@ inline EngineArgs engine_args(const py::kwargs& kw, std::initializer_list<const 
     if (!allowed.count(key)) throw py::type_error("unexpected keyword argument '" + key + "'");
   }
   auto get = [&](const char* key) -> py::handle {
-    if (!kw.contains(key)) throw py::type_error(std::string("missing keyword argument '") + key + "'");
+    if (!kw.contains(key))
+      throw py::type_error(std::string("missing keyword argument '") + key + "'");
     return kw[key];
   };
   EngineArgs a;
@@ -70,7 +72,8 @@ inline EngineArgs engine_args(const py::kwargs& kw, std::initializer_list<const 
   o.device = get("device").cast<std::string>();
   const auto resume = get("resume_json").cast<std::string>();
   if (!resume.empty()) o.resume = LoaderState::from_json(resume);
-  if (kw.contains("fault_samples")) a.fault_samples = kw["fault_samples"].cast<std::vector<uint64_t>>();
+  if (kw.contains("fault_samples"))
+    a.fault_samples = kw["fault_samples"].cast<std::vector<uint64_t>>();
   if (kw.contains("fault_delay_us")) a.fault_delay_us = kw["fault_delay_us"].cast<uint64_t>();
   return a;
 }
@@ -125,15 +128,17 @@ py::object next_interruptibly(double timeout_seconds, NextFor&& next_for, Wrap&&
   constexpr milliseconds kSignalCheck(100);
   std::optional<Clock::time_point> deadline;
   if (timeout_seconds >= 0)
-    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_seconds));
+    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                  std::chrono::duration<double>(timeout_seconds));
   while (true) {
     std::optional<decltype(next_for(kSignalCheck))> got;
     {
       py::gil_scoped_release nogil;
       milliseconds slice = kSignalCheck;
       if (deadline)
-        slice = std::max(milliseconds(0),
-                         std::min(slice, std::chrono::duration_cast<milliseconds>(*deadline - Clock::now())));
+        slice = std::max(
+            milliseconds(0),
+            std::min(slice, std::chrono::duration_cast<milliseconds>(*deadline - Clock::now())));
       try {
         got.emplace(next_for(slice));
       } catch (const TimeoutError&) {

@@ -30,9 +30,11 @@ std::vector<Column> columns_from_python(const Schema& schema, const py::list& co
     if (spec.kind == FieldKind::bytes) {
       const auto pair = columns[f].cast<py::tuple>();
       auto data = py::array::ensure(pair[0], py::array::c_style);
-      auto offsets = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>::ensure(pair[1]);
+      auto offsets =
+          py::array_t<uint64_t, py::array::c_style | py::array::forcecast>::ensure(pair[1]);
       if (!data || !offsets || static_cast<uint64_t>(offsets.size()) != n + 1)
-        throw py::value_error("field '" + spec.name + "': bytes columns are (data, offsets) with n+1 offsets");
+        throw py::value_error("field '" + spec.name +
+                              "': bytes columns are (data, offsets) with n+1 offsets");
       if (offsets.at(n) > static_cast<uint64_t>(data.nbytes()))
         throw py::value_error("field '" + spec.name + "': offsets point past the data");
       keep.push_back(data);
@@ -42,8 +44,9 @@ std::vector<Column> columns_from_python(const Schema& schema, const py::list& co
       auto arr = py::array::ensure(columns[f], py::array::c_style);
       if (!arr) throw py::type_error("field '" + spec.name + "': expected an array");
       if (static_cast<uint64_t>(arr.nbytes()) != n * spec.fixed_bytes())
-        throw py::value_error("field '" + spec.name + "': " + std::to_string(arr.nbytes()) + " bytes for " +
-                              std::to_string(n) + " samples of " + std::to_string(spec.fixed_bytes()) + " bytes");
+        throw py::value_error("field '" + spec.name + "': " + std::to_string(arr.nbytes()) +
+                              " bytes for " + std::to_string(n) + " samples of " +
+                              std::to_string(spec.fixed_bytes()) + " bytes");
       keep.push_back(arr);
       out.push_back({arr.data()});
     }
@@ -52,7 +55,8 @@ std::vector<Column> columns_from_python(const Schema& schema, const py::list& co
 }
 
 py::object field_to_python(const FieldSpec& spec, const FieldView& v) {
-  if (spec.kind == FieldKind::bytes) return py::bytes(reinterpret_cast<const char*>(v.data), v.size);
+  if (spec.kind == FieldKind::bytes)
+    return py::bytes(reinterpret_cast<const char*>(v.data), v.size);
   std::vector<py::ssize_t> shape(spec.shape.begin(), spec.shape.end());
   py::array out(py::dtype(numpy_dtype(spec.dtype)), shape);
   std::memcpy(out.mutable_data(), v.data, v.size);
@@ -63,7 +67,8 @@ py::object field_to_python(const FieldSpec& spec, const FieldView& v) {
 
 void bind_format(py::module_& m) {
   py::class_<Writer>(m, "Writer", "Streaming, atomic writer (see ferry.write / ferry.write_from)")
-      .def(py::init([](const std::string& path, const py::list& schema, uint64_t page_size, uint32_t alignment) {
+      .def(py::init([](const std::string& path, const py::list& schema, uint64_t page_size,
+                       uint32_t alignment) {
              WriterOptions o;
              o.page_size = page_size;
              o.alignment = alignment;
@@ -80,14 +85,16 @@ void bind_format(py::module_& m) {
             w.append_batch(cols, n);
           },
           py::arg("columns"), py::arg("n"))
-      .def("close", [](Writer& w) {
-        py::gil_scoped_release nogil;
-        w.close();
-      })
+      .def("close",
+           [](Writer& w) {
+             py::gil_scoped_release nogil;
+             w.close();
+           })
       .def("abort", &Writer::abort)
       .def_property_readonly("num_samples", &Writer::num_samples);
 
-  py::class_<Reader, std::shared_ptr<Reader>>(m, "Reader", "Random access to a validated .ferry file")
+  py::class_<Reader, std::shared_ptr<Reader>>(m, "Reader",
+                                              "Random access to a validated .ferry file")
       .def(py::init([](const std::string& path, const std::string& backend) {
              py::gil_scoped_release nogil;
              return Reader::open(path, SourceOptions{parse_backend(backend)});
@@ -95,7 +102,8 @@ void bind_format(py::module_& m) {
            py::arg("path"), py::arg("backend") = "auto")
       .def_property_readonly("num_samples", &Reader::num_samples)
       .def_property_readonly("path", &Reader::path)
-      .def_property_readonly("schema", [](const Reader& r) { return schema_to_python(r.schema().fields); })
+      .def_property_readonly("schema",
+                             [](const Reader& r) { return schema_to_python(r.schema().fields); })
       .def_property_readonly("page_size", [](const Reader& r) { return r.layout().page_size(); })
       .def_property_readonly("num_pages", [](const Reader& r) { return r.layout().num_pages(); })
       .def_property_readonly("file_size", [](const Reader& r) { return r.layout().file_size(); })
@@ -106,7 +114,8 @@ void bind_format(py::module_& m) {
             const auto views = r.sample(id, scratch);
             py::dict out;
             for (size_t f = 0; f < views.size(); ++f)
-              out[py::str(r.schema().fields[f].name)] = field_to_python(r.schema().fields[f], views[f]);
+              out[py::str(r.schema().fields[f].name)] =
+                  field_to_python(r.schema().fields[f], views[f]);
             return out;
           },
           py::arg("index"), "One sample as a dict of numpy arrays (copies) and bytes")
@@ -117,20 +126,24 @@ void bind_format(py::module_& m) {
 
   m.def(
       "import_idx",
-      [](const std::string& images, const std::string& labels, const std::string& out, uint64_t page_size) {
+      [](const std::string& images, const std::string& labels, const std::string& out,
+         uint64_t page_size) {
         WriterOptions o;
         o.page_size = page_size;
         py::gil_scoped_release nogil;
         return import_idx(images, labels, out, o);
       },
       py::arg("images"), py::arg("labels"), py::arg("out"), py::arg("page_size") = kDefaultPageSize,
-      "Converts IDX files (MNIST family, gzip or raw) into a .ferry file with fields image and label");
+      "Converts IDX files (MNIST family, gzip or raw) into a .ferry file with fields image and "
+      "label");
 
   m.def(
       "epoch_order",
-      [](const std::string& path, const std::string& order, uint64_t seed, uint64_t epoch, uint32_t window_pages) {
+      [](const std::string& path, const std::string& order, uint64_t seed, uint64_t epoch,
+         uint32_t window_pages) {
         auto r = Reader::open(path);
-        const auto o = epoch_order(OrderOptions{parse_order(order), seed, window_pages}, epoch, r->layout().sample_pages());
+        const auto o = epoch_order(OrderOptions{parse_order(order), seed, window_pages}, epoch,
+                                   r->layout().sample_pages());
         return py::array_t<uint64_t>(static_cast<py::ssize_t>(o.size()), o.data());
       },
       py::arg("path"), py::arg("order") = "quasi_random", py::arg("seed") = 0, py::arg("epoch") = 0,

@@ -44,8 +44,10 @@ py::dict batch_arrays(const py::object& self) {
   for (size_t i = 0; i < b.num_fields(); ++i) {
     const FieldBuffer& f = b.field(i);
     if (f.offsets) {
-      py::array data(cached_numpy_dtype(DType::u8), {static_cast<py::ssize_t>(f.offsets[b.size()])}, {}, f.data, self);
-      py::array offsets(cached_numpy_dtype(DType::u64), {static_cast<py::ssize_t>(b.size() + 1)}, {}, f.offsets, self);
+      py::array data(cached_numpy_dtype(DType::u8), {static_cast<py::ssize_t>(f.offsets[b.size()])},
+                     {}, f.data, self);
+      py::array offsets(cached_numpy_dtype(DType::u64), {static_cast<py::ssize_t>(b.size() + 1)},
+                        {}, f.offsets, self);
       out[py::str(f.spec->name)] = py::make_tuple(data, offsets);
     } else {
       out[py::str(f.spec->name)] = field_view(self, b, f);
@@ -57,25 +59,29 @@ py::dict batch_arrays(const py::object& self) {
 }  // namespace
 
 void bind_loader(py::module_& m) {
-  py::class_<Batch, std::shared_ptr<Batch>>(m, "Batch", "One batch; its arrays view pooled engine memory")
+  py::class_<Batch, std::shared_ptr<Batch>>(m, "Batch",
+                                            "One batch; its arrays view pooled engine memory")
       .def_property_readonly("size", &Batch::size)
       .def_property_readonly("epoch", &Batch::epoch)
       .def_property_readonly("index", &Batch::index)
       .def_property_readonly("sample_ids",
                              [](py::object self) {
                                const Batch& b = self.cast<const Batch&>();
-                               return py::array(py::dtype("uint64"), {static_cast<py::ssize_t>(b.size())}, {},
+                               return py::array(py::dtype("uint64"),
+                                                {static_cast<py::ssize_t>(b.size())}, {},
                                                 b.sample_ids().data(), self);
                              })
       .def("arrays", &batch_arrays,
-           "dict of field name -> numpy array [size, ...] (zero-copy views); bytes fields -> (data, offsets)");
+           "dict of field name -> numpy array [size, ...] (zero-copy views); bytes fields -> "
+           "(data, offsets)");
 
   py::class_<PyLoader>(m, "Loader")
       .def(py::init([](const std::string& path, const py::kwargs& kw) {
              EngineArgs a = engine_args(kw);
              py::gil_scoped_release nogil;
-             auto loader = a.faulty() ? std::make_unique<Loader>(faulty_reader(path, a), std::move(a.options))
-                                      : std::make_unique<Loader>(path, std::move(a.options));
+             auto loader =
+                 a.faulty() ? std::make_unique<Loader>(faulty_reader(path, a), std::move(a.options))
+                            : std::make_unique<Loader>(path, std::move(a.options));
              return std::make_unique<PyLoader>(std::move(loader));
            }),
            py::arg("path"), "Keyword arguments: see engine_args.h (ferry.Loader passes them all)")
@@ -88,9 +94,12 @@ void bind_loader(py::module_& m) {
              loader.set_epoch(e);
            })
       .def_property_readonly("epoch", [](PyLoader& l) { return l.get().epoch(); })
-      .def_property_readonly("batches_per_epoch", [](PyLoader& l) { return l.get().batches_per_epoch(); })
-      .def_property_readonly("samples_per_epoch", [](PyLoader& l) { return l.get().samples_per_epoch(); })
-      .def_property_readonly("fields", [](PyLoader& l) { return schema_to_python(l.get().fields()); })
+      .def_property_readonly("batches_per_epoch",
+                             [](PyLoader& l) { return l.get().batches_per_epoch(); })
+      .def_property_readonly("samples_per_epoch",
+                             [](PyLoader& l) { return l.get().samples_per_epoch(); })
+      .def_property_readonly("fields",
+                             [](PyLoader& l) { return schema_to_python(l.get().fields()); })
       .def("state_json", [](PyLoader& l) { return l.get().state().to_json(); })
       .def("metrics_json", [](PyLoader& l) { return l.get().metrics().to_json(); })
       .def("report", [](PyLoader& l) { return l.get().report(); })
