@@ -104,6 +104,7 @@ struct Loader::Impl {
       0};  // bumped when a batch becomes ready: the consumer spins on it
 
   std::vector<std::thread> workers;
+  std::mutex join_mu;
 
   Impl(std::shared_ptr<Reader> r, LoaderOptions o) : reader(std::move(r)), opt(std::move(o)) {}
 
@@ -492,7 +493,7 @@ struct Loader::Impl {
     std::unique_lock lk(pool->mu);
     metrics.record_queue(ready.size(), prefetch);
     while (true) {
-      if (stop) throw ShutdownError("loader is shut down");
+      if (stop) throw ShutdownError("loader closed");
       if (delivered == num_batches) {  // end of epoch: the next call starts the next one
         start_epoch(epoch + 1, 0);
         metrics.add_wait(ns_since(t0));
@@ -547,7 +548,7 @@ struct Loader::Impl {
     while (true) {
       auto it = index ? ready.find(*index) : ready.begin();
       if (it != ready.end()) return it;
-      if (stop) throw ShutdownError("loader is shut down");
+      if (stop) throw ShutdownError("loader closed");
       if (in_flight == 0 && !pool->can_take())
         throw CapacityError(
             "all " + std::to_string(pool->total_slots()) + " batch buffers (" +
@@ -640,6 +641,7 @@ struct Loader::Impl {
     }
     pool->work_cv.notify_all();
     pool->ready_cv.notify_all();
+    std::lock_guard join_lock(join_mu);  // close() and the destructor may race to join
     for (auto& t : workers)
       if (t.joinable()) t.join();
   }
@@ -672,6 +674,16 @@ Loader::Loader(std::shared_ptr<Reader> reader, LoaderOptions options)
 }
 
 Loader::~Loader() { impl_->shutdown(); }
+
+void Loader::close() { impl_->shutdown(); }
+
+std::optional<Batch> Loader::try_next(std::chrono::milliseconds timeout) {
+  try {
+    return impl_->next(Clock::now() + timeout);
+  } catch (const TimeoutError&) {
+    return std::nullopt;
+  }
+}
 
 Batch Loader::next() { return impl_->next(std::nullopt); }
 Batch Loader::next(std::chrono::milliseconds timeout) {

@@ -23,6 +23,7 @@
 #include "ferry/batch.h"
 #include "ferry/metrics.h"
 #include "ferry/order.h"
+#include "ferry/pipeline.h"
 #include "ferry/reader.h"
 
 namespace ferry {
@@ -91,6 +92,10 @@ struct LoaderOptions {
   OnError on_error = OnError::raise;
   bool ordered = true;  ///< false: deliver batches as they complete (still exactly once)
   std::vector<std::string> fields;  ///< fields to load (empty: all), in this order
+  /// Per-field op chains (pipeline.h), run after each field is read (and decoded). The batch
+  /// holds each chain's output spec. Empty: fields pass through as stored.
+  PipelineSpec pipeline;
+  /// Runs after the pipeline, on the sample's output fields in place (a legacy whole-sample op).
   Transform transform;
   Backend backend = Backend::auto_select;
   std::optional<LoaderState> resume;
@@ -121,6 +126,16 @@ class Loader {
   /// the loader stays usable).
   Batch next();
   Batch next(std::chrono::milliseconds timeout);
+
+  /// The next batch, or nullopt when none is ready within `timeout` (the loader stays usable;
+  /// the end of an epoch is an empty Batch, as for next()). For polling loops and waits that
+  /// must check something else in between (Ctrl-C, a copier's stop flag).
+  std::optional<Batch> try_next(std::chrono::milliseconds timeout);
+
+  /// Stops the workers and wakes every thread blocked in next()/try_next(), which then throw
+  /// ShutdownError("loader closed"). Idempotent; may be called from any thread. Batches the
+  /// consumer holds stay valid. Every later call but close() and metrics() throws ShutdownError.
+  void close();
 
   /// Restarts at the first batch of epoch `epoch` (discarding work in flight).
   void set_epoch(uint64_t epoch);
