@@ -434,11 +434,9 @@ struct DeviceLoader::Impl {
   void start() {
     ring = std::make_shared<DeviceRing>(device);
     ring->fields = host->fields();
-    const Reader& r = host->reader();
     const uint64_t batch_size = host->options().batch_size;
-    std::vector<uint64_t> capacity;  // as the host pool sizes its buffers: an exact upper bound
-    for (const auto& f : host->fields())
-      capacity.push_back(r.layout().top_k_field_bytes(r.schema().index_of(f.name), batch_size));
+    const std::vector<uint64_t>& capacity =
+        host->field_capacities();  // the host pool's BatchLayout
     for (uint32_t i = 0; i < dopt.ring_depth; ++i) {
       std::vector<uint64_t> data_offset, offsets_offset;
       uint64_t bytes = 0;
@@ -521,10 +519,10 @@ struct DeviceLoader::Impl {
       Item item{Item::Kind::batch, nullptr, nullptr, {}};
       Batch hb;
       try {
-        hb = host->next(kPoll);
+        auto got = host->try_next(kPoll);
+        if (!got) continue;  // nothing yet: look at stop and set_epoch again
+        hb = std::move(*got);
         if (!hb) item.kind = Item::Kind::end_of_epoch;
-      } catch (const TimeoutError&) {
-        continue;  // nothing yet: look at stop and set_epoch again
       } catch (const CapacityError&) {
         if (!pending.empty()) {  // the batches this thread still pins fill a tiny pool: free them
           finish_all(pending);

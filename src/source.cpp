@@ -206,6 +206,7 @@ class MmapSource final : public Source {
   const std::string& path() const override { return path_; }
   uint64_t size() const override { return size_; }
   std::string_view backend_name() const override { return "mmap"; }
+  SourceTraits traits() const override { return {.zero_copy_view = true}; }
 
   void read(uint64_t offset, uint64_t length, void* dst) override {
     check_range(path_, offset, length, size_);
@@ -277,6 +278,9 @@ class MemorySource final : public Source {
   const std::string& path() const override { return name_; }
   uint64_t size() const override { return bytes_.size(); }
   std::string_view backend_name() const override { return "memory"; }
+  SourceTraits traits() const override {
+    return {.local_file = false, .page_cache = false, .zero_copy_view = true};
+  }
   void read(uint64_t offset, uint64_t length, void* dst) override {
     check_range(name_, offset, length, bytes_.size());
     if (length) std::memcpy(dst, bytes_.data() + offset, length);
@@ -298,6 +302,12 @@ class FaultySource final : public Source {
   const std::string& path() const override { return inner_->path(); }
   uint64_t size() const override { return inner_->size(); }
   std::string_view backend_name() const override { return inner_->backend_name(); }
+  // Every byte goes through read(): no view, whatever the inner source can do.
+  SourceTraits traits() const override {
+    SourceTraits t = inner_->traits();
+    t.zero_copy_view = false;
+    return t;
+  }
   void read(uint64_t offset, uint64_t length, void* dst) override {
     inject(offset, length);
     inner_->read(offset, length, dst);

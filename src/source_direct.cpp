@@ -132,6 +132,7 @@ class DirectSource final : public Source {
   const std::string& path() const override { return path_; }
   uint64_t size() const override { return size_; }
   std::string_view backend_name() const override { return "direct"; }
+  SourceTraits traits() const override { return {.page_cache = false}; }
 
   void read(uint64_t offset, uint64_t length, void* dst) override {
     const ReadRequest r{offset, length, dst};

@@ -53,23 +53,32 @@ enum class OnError {
 };
 
 /// Where the loader is: enough to resume and yield exactly the batches an uninterrupted run would.
+/// The JSON form is versioned (`version`); a state written by an older ferry loads in a newer one.
 struct LoaderState {
+  static constexpr uint32_t kVersion = 2;
+  uint32_t version = kVersion;
   uint64_t epoch = 0;
   uint64_t next_batch = 0;  ///< batches of `epoch` already delivered
   /// on_error=skip: samples batch j (>= next_batch) already lent to the batch before it.
   std::map<uint64_t, uint64_t> borrowed;
-  // Fingerprint: a resume with different settings or data would not yield the same batches.
+  // Fingerprint (kept by BatchPlan): a resume with different settings or data would not yield
+  // the same batches, so any difference is refused, naming what differs.
   uint64_t seed = 0;
   OrderKind order = OrderKind::quasi_random;
   uint32_t window_pages = 4;
   uint64_t batch_size = 0;
   uint32_t rank = 0, world_size = 1;
   bool drop_last = false;
+  ShardRemainder remainder = ShardRemainder::pad;  ///< version >= 2
+  bool skip_errors = false;                        ///< on_error == skip; version >= 2
   uint64_t num_samples = 0;
-  uint64_t file_xxh64 = 0;  ///< the file's header checksum
+  uint64_t file_xxh64 = 0;      ///< the file's header checksum
+  uint64_t data_xxh64 = 0;      ///< every page's checksum (the data's identity); version >= 2
+  std::string fields;           ///< loaded fields, comma-separated; version >= 2
+  uint64_t pipeline_xxh64 = 0;  ///< the op pipeline's canonical form; version >= 2
 
   std::string to_json() const;
-  /// Parses to_json()'s output; throws InvalidArgument.
+  /// Parses to_json()'s output (any version); throws InvalidArgument.
   static LoaderState from_json(const std::string& json);
   bool operator==(const LoaderState&) const = default;
 };
@@ -152,8 +161,10 @@ class Loader {
   void reset_metrics();
 
   const Reader& reader() const;
-  /// The loaded fields, in batch order.
+  /// The loaded fields as batches hold them (after each field's op chain), in batch order.
   const std::vector<FieldSpec>& fields() const;
+  /// Bytes of each field's buffer in one batch (an exact upper bound; what the pools hold).
+  const std::vector<uint64_t>& field_capacities() const;
   const LoaderOptions& options() const;
   /// The order of the current epoch for this rank (sample ids), a copy.
   std::vector<uint64_t> epoch_order() const;

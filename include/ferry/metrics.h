@@ -9,6 +9,7 @@ namespace ferry {
 
 struct StageMetrics {
   std::string name;         ///< "read" (read + collate into the batch), "transform"
+  std::string advice;       ///< what to do when this stage limits throughput
   double busy_seconds = 0;  ///< summed over threads
   uint64_t items = 0;       ///< samples handled
   double utilization = 0;   ///< busy / (wall × threads): 1.0 means every thread busy all the time

@@ -33,9 +33,9 @@ enum class AccessPattern { normal, sequential, random };
 
 /// What a source is, so callers decide by property, never by backend name.
 struct SourceTraits {
-  bool local_file = true;      ///< a file on this machine (os.h residency/eviction apply)
-  bool page_cache = true;      ///< reads go through the OS page cache (O_DIRECT: false)
-  bool zero_copy_view = false; ///< view() returns pointers valid for the source's lifetime
+  bool local_file = true;       ///< a file on this machine (os.h residency/eviction apply)
+  bool page_cache = true;       ///< reads go through the OS page cache (O_DIRECT: false)
+  bool zero_copy_view = false;  ///< view() returns pointers valid for the source's lifetime
   /// will_need() for upcoming reads pays off even when the data is "warm" (a remote source
   /// fetches ahead; a local one only when the file is cold).
   bool prefetch_always = false;

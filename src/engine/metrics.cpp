@@ -40,10 +40,21 @@ double percentile(std::vector<double> v, double q) {
 
 }  // namespace
 
+StageTimer& LoaderMetrics::add_stage(std::string name, std::string advice) {
+  StageTimer& t = stages_.emplace_back();
+  t.name = std::move(name);
+  t.advice = std::move(advice);
+  return t;
+}
+
 void LoaderMetrics::reset() {
   std::lock_guard lk(mu_);
-  for (auto* a : {&read_ns, &transform_ns, &produced, &samples, &bytes, &errors_skipped, &batches})
+  for (auto* a : {&samples, &bytes, &errors_skipped, &batches})
     a->store(0, std::memory_order_relaxed);
+  for (auto& s : stages_) {
+    s.ns.store(0, std::memory_order_relaxed);
+    s.items.store(0, std::memory_order_relaxed);
+  }
   start_ = std::chrono::steady_clock::now();
   wait_ns_ = 0;
   queue_hist_.clear();
@@ -83,11 +94,12 @@ Metrics LoaderMetrics::snapshot(uint32_t threads, uint32_t prefetch) const {
   m.bytes_read = bytes.load(std::memory_order_relaxed);
   m.errors_skipped = errors_skipped.load(std::memory_order_relaxed);
   const double capacity = std::max(1e-9, m.wall_seconds * threads);
-  for (auto [name, ns] : {std::pair{"read", &read_ns}, std::pair{"transform", &transform_ns}}) {
+  for (const auto& t : stages_) {
     StageMetrics s;
-    s.name = name;
-    s.busy_seconds = static_cast<double>(ns->load(std::memory_order_relaxed)) / 1e9;
-    s.items = produced.load(std::memory_order_relaxed);
+    s.name = t.name;
+    s.advice = t.advice;
+    s.busy_seconds = static_cast<double>(t.ns.load(std::memory_order_relaxed)) / 1e9;
+    s.items = t.items.load(std::memory_order_relaxed);
     s.utilization = s.busy_seconds / capacity;
     s.items_per_second = s.busy_seconds > 0 ? static_cast<double>(s.items) / s.busy_seconds : 0;
     m.stages.push_back(s);
@@ -117,9 +129,7 @@ std::string diagnose_bottleneck(const Metrics& m) {
            " of the time";
   const std::string busy = fmt("%.0f%%", 100 * busiest->utilization);
   if (busiest->utilization >= 0.75) {
-    const std::string advice = busiest->name == "read"
-                                   ? "add threads or use a faster backend"
-                                   : "make the transform cheaper or add threads";
+    const std::string& advice = busiest->advice;
     return busiest->name + ": busy " + busy + " of " + std::to_string(m.threads) +
            " threads, consumer waited " + idle + " — " + advice;
   }
@@ -173,81 +183,6 @@ std::string Metrics::to_table() const {
     << ", errors skipped " << errors_skipped << "\n";
   o << "  bottleneck: " << bottleneck << "\n";
   return o.str();
-}
-
-// ---- LoaderState (flat JSON object of numbers, one string and one bool) ----
-
-std::string LoaderState::to_json() const {
-  std::ostringstream o;
-  o << "{\"epoch\":" << epoch << ",\"next_batch\":" << next_batch << ",\"seed\":" << seed
-    << ",\"order\":\"" << order_name(order) << "\",\"window_pages\":" << window_pages
-    << ",\"batch_size\":" << batch_size << ",\"rank\":" << rank << ",\"world_size\":" << world_size
-    << ",\"drop_last\":" << (drop_last ? "true" : "false") << ",\"num_samples\":" << num_samples
-    << ",\"file_xxh64\":" << file_xxh64 << ",\"borrowed\":\"";
-  for (auto it = borrowed.begin(); it != borrowed.end(); ++it)
-    o << (it == borrowed.begin() ? "" : ",") << it->first << ":" << it->second;
-  o << "\"}";
-  return o.str();
-}
-
-LoaderState LoaderState::from_json(const std::string& json) {
-  LoaderState s;
-  auto value = [&](const std::string& key) -> std::string {
-    const auto k = json.find("\"" + key + "\"");
-    if (k == std::string::npos)
-      throw InvalidArgument("loader state: missing '" + key + "' in " + json);
-    auto v = json.find(':', k);
-    if (v == std::string::npos) throw InvalidArgument("loader state: malformed '" + key + "'");
-    ++v;
-    while (v < json.size() && json[v] == ' ') ++v;
-    if (v < json.size() && json[v] == '"') {  // a string: up to the closing quote
-      const auto close = json.find('"', v + 1);
-      if (close == std::string::npos)
-        throw InvalidArgument("loader state: unterminated '" + key + "'");
-      return json.substr(v + 1, close - v - 1);
-    }
-    const auto e = json.find_first_of(",}", v);
-    return json.substr(v, e - v);
-  };
-  auto number = [&](const std::string& key) -> uint64_t {
-    const std::string v = value(key);
-    try {
-      size_t used = 0;
-      const uint64_t n = std::stoull(v, &used);
-      if (used != v.size()) throw std::invalid_argument(v);
-      return n;
-    } catch (const std::exception&) {
-      throw InvalidArgument("loader state: '" + key + "' is not a number: " + v);
-    }
-  };
-  s.epoch = number("epoch");
-  s.next_batch = number("next_batch");
-  s.seed = number("seed");
-  s.order = parse_order(value("order"));
-  s.window_pages = static_cast<uint32_t>(number("window_pages"));
-  s.batch_size = number("batch_size");
-  s.rank = static_cast<uint32_t>(number("rank"));
-  s.world_size = static_cast<uint32_t>(number("world_size"));
-  s.drop_last = value("drop_last") == "true";
-  s.num_samples = number("num_samples");
-  s.file_xxh64 = number("file_xxh64");
-  if (json.find("\"borrowed\"") != std::string::npos) {  // "j:count,j:count"
-    std::string list = value("borrowed");
-    size_t pos = 0;
-    while (pos < list.size()) {
-      const size_t comma = std::min(list.find(',', pos), list.size());
-      const std::string item = list.substr(pos, comma - pos);
-      const size_t colon = item.find(':');
-      try {
-        if (colon == std::string::npos) throw std::invalid_argument(item);
-        s.borrowed[std::stoull(item.substr(0, colon))] = std::stoull(item.substr(colon + 1));
-      } catch (const std::exception&) {
-        throw InvalidArgument("loader state: malformed 'borrowed' entry '" + item + "'");
-      }
-      pos = comma + 1;
-    }
-  }
-  return s;
 }
 
 }  // namespace ferry

@@ -1,10 +1,12 @@
 #pragma once
-// Internal: the pool of batch slots and the synchronisation state the loader shares with every
-// Batch it hands out. A Batch keeps the pool alive (shared_ptr), so a batch may outlive its
-// Loader; releasing it after the loader is gone simply frees nothing until the pool dies.
+// Internal: the pool of batch slots. It owns slots and nothing else: which slot is free is
+// guarded by the owner's lock (the Scheduler's), and a Batch released on any thread hands its
+// slot back through the release hook the owner installs (set_release_hook). A Batch keeps the
+// pool alive (shared_ptr), so a batch may outlive its Loader: after the hook is cleared, a
+// released slot simply waits in the free list until the pool dies.
 #include <chrono>
-#include <condition_variable>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -23,12 +25,16 @@ struct BatchSlot {
   uint64_t truncated = 0;           // samples already lent to the batch before (on_error=skip)
   std::exception_ptr error;         // on_error=raise: thrown by next() when this batch is reached
   std::chrono::steady_clock::time_point claimed;
+
+  /// Recomputes `bytes` from the fields and `size`.
+  void count_bytes() {
+    bytes = 0;
+    for (const auto& f : fields) bytes += f.bytes(size);
+  }
 };
 
-/// Capacity: `max_slots` slots of `slot_bytes` each, `initial` allocated up front, more only
-/// when the consumer holds so many batches that workers would otherwise starve.
-/// Locking: `mu` guards the free list and slot counts, and — by the loader's choice — all of
-/// the loader's scheduling state, so one condition-variable predicate sees everything.
+/// Capacity: `max_slots` slots of slot_bytes() each, allocated on demand (reserve() up front),
+/// laid out from one capacity per field (BatchLayout).
 class BatchPool : public std::enable_shared_from_this<BatchPool> {
  public:
   BatchPool(std::vector<FieldSpec> fields, uint64_t batch_size,
@@ -36,26 +42,30 @@ class BatchPool : public std::enable_shared_from_this<BatchPool> {
             std::shared_ptr<HostAllocator> allocator);
   ~BatchPool();
 
+  /// Bytes of one slot for these fields and capacities (what a budget is divided by).
+  static uint64_t slot_bytes_for(const std::vector<FieldSpec>& fields, uint64_t batch_size,
+                                 const std::vector<uint64_t>& field_capacity);
   uint64_t slot_bytes() const { return slot_bytes_; }
   uint64_t max_slots() const { return max_slots_; }
   const std::vector<FieldSpec>& fields() const { return fields_; }
 
-  // All below: call with `mu` held.
+  // All below but release() and set_release_hook(): under the owner's lock.
   /// A free slot, allocating a new one if none is free and the budget allows; nullptr otherwise.
   BatchSlot* take();
   bool can_take() const { return !free_.empty() || slots_.size() < max_slots_; }
+  bool exhausted() const { return free_.empty() && slots_.size() >= max_slots_; }
   void put(BatchSlot* slot);
   uint64_t total_slots() const { return slots_.size(); }
   void reserve(uint64_t n);  // allocate up to n slots now
 
   /// Wraps a slot in a Batch that returns it here on destruction.
   Batch wrap(BatchSlot* slot) { return Batch(shared_from_this(), slot); }
-  /// Called by Batch (takes `mu`).
-  void release(BatchSlot* slot) noexcept;
 
-  std::mutex mu;
-  std::condition_variable work_cv;   // workers: a slot was freed, the window moved, or stop
-  std::condition_variable ready_cv;  // consumer: a batch became ready, or stop
+  /// The owner's way back: `hook(slot)` takes the owner's lock and put()s the slot. Empty hook:
+  /// the owner is gone. Calls of the hook and its replacement are serialised.
+  void set_release_hook(std::function<void(BatchSlot*)> hook);
+  /// Called by Batch, on any thread.
+  void release(BatchSlot* slot) noexcept;
 
  private:
   BatchSlot* allocate_slot();
@@ -68,6 +78,8 @@ class BatchPool : public std::enable_shared_from_this<BatchPool> {
   std::shared_ptr<HostAllocator> allocator_;
   std::vector<std::unique_ptr<BatchSlot>> slots_;
   std::vector<BatchSlot*> free_;
+  std::mutex hook_mu_;
+  std::function<void(BatchSlot*)> hook_;
 };
 
 }  // namespace ferry

@@ -1,0 +1,36 @@
+#pragma once
+// Internal: the op factories the registry table lists (src/ops/registry.cpp), and helpers
+// shared by op implementations.
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "ferry/error.h"
+#include "ferry/op.h"
+
+namespace ferry::ops {
+
+std::unique_ptr<Op> make_cast(const OpArgs& args);
+std::unique_ptr<Op> make_normalize(const OpArgs& args);
+std::unique_ptr<Op> make_reshape(const OpArgs& args);
+std::unique_ptr<Op> make_unsqueeze(const OpArgs& args);
+std::unique_ptr<Op> make_flip(const OpArgs& args);
+
+/// Throws InvalidArgument unless `in` is an ndarray (setup's check for array ops).
+inline void require_array(const ValueSpec& in, std::string_view op) {
+  if (!in.is_array())
+    throw InvalidArgument("needs an ndarray input, got " + in.to_string() +
+                          "; decode the field first ('" + std::string(op) + "' works on arrays)");
+}
+
+/// Resolves a possibly negative axis against `ndim`; throws InvalidArgument when out of range.
+inline size_t resolve_axis(int64_t axis, size_t ndim, std::string_view what) {
+  const int64_t n = static_cast<int64_t>(ndim);
+  if (axis < -n || axis >= n)
+    throw InvalidArgument(std::string(what) + " " + std::to_string(axis) +
+                          " is out of range for a value of " + std::to_string(ndim) +
+                          " dimension(s)");
+  return static_cast<size_t>(axis < 0 ? axis + n : axis);
+}
+
+}  // namespace ferry::ops
