@@ -66,7 +66,7 @@ namespace {
 template <class T>
 void compare(std::vector<std::string>& diffs, const char* what, const T& saved, const T& mine) {
   if (!(saved == mine))
-    diffs.push_back(std::string(what) + " (saved " + saved + ", this loader " + mine + ")");
+    diffs.push_back(std::string(what) + " differs (saved " + saved + ", this loader " + mine + ")");
 }
 std::string text(uint64_t v) { return std::to_string(v); }
 std::string text(uint32_t v) { return std::to_string(v); }
@@ -100,7 +100,7 @@ void BatchPlan::check_resume(const LoaderState& s) const {
   }
   if (!diffs.empty()) {
     std::string msg = "cannot resume: the state was saved with other settings or data: ";
-    for (size_t i = 0; i < diffs.size(); ++i) msg += (i ? "; " : "") + diffs[i] + " differs";
+    for (size_t i = 0; i < diffs.size(); ++i) msg += (i ? "; " : "") + diffs[i];
     throw InvalidArgument(msg);
   }
   const auto plan = epoch(s.epoch);
