@@ -14,6 +14,11 @@ _OUTPUTS = ("torch", "numpy")
 class Loader:
     """Batches from a .ferry file, read and collated by C++ threads ahead of your step.
 
+    pipeline: per-field op chains run by the engine, e.g.
+    [{"field": "image", "ops": [{"op": "cast", "dtype": "float32"},
+                                {"op": "normalize", "mean": [0.286], "std": [0.353], "scale": 1/255}]}]
+    (docs/ops.md lists the ops). Batches hold each chain's output.
+
     Iterating yields dicts of field name -> torch tensor (output='torch') or numpy array
     (output='numpy'), shaped [batch, ...]. Variable-length (bytes) fields come as a
     (data, offsets) pair: sample i is data[offsets[i]:offsets[i+1]].
@@ -29,7 +34,8 @@ class Loader:
     def __init__(self, path, batch_size, order="quasi_random", seed=0, drop_last=False,
                  num_threads=None, prefetch=None, memory_budget=None, on_error="raise", rank=None,
                  world_size=None, output="torch", backend="auto", fields=None, window_pages=4,
-                 ordered=True, remainder="pad", timeout=None, device="cpu", _faults=None):
+                 ordered=True, remainder="pad", timeout=None, device="cpu", pipeline=None,
+                 _faults=None):
         _check_int("batch_size", batch_size, minimum=1)
         _check_int("seed", seed, minimum=0)
         for name, value in (("num_threads", num_threads), ("prefetch", prefetch), ("memory_budget", memory_budget)):
@@ -53,7 +59,8 @@ class Loader:
             drop_last=bool(drop_last), num_threads=int(num_threads or 0), prefetch=int(prefetch or 0),
             memory_budget=int(memory_budget or 0), on_error=str(on_error), rank=rank, world_size=world_size,
             remainder=str(remainder), backend=str(backend), fields=list(fields or []),
-            window_pages=int(window_pages), ordered=bool(ordered), device=self.device)
+            window_pages=int(window_pages), ordered=bool(ordered), device=self.device,
+            pipeline=_pipeline_json(pipeline))
         if _faults:  # test seam: {"samples": [ids whose reads fail], "delay_us": per-read delay}
             self._args.update(fault_samples=list(_faults.get("samples", [])),
                               fault_delay_us=int(_faults.get("delay_us", 0)))
@@ -188,3 +195,18 @@ def _check_int(name, value, minimum):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _pipeline_json(pipeline):
+    """The per-field op chains as the engine's JSON text: a list of {"field", "ops"} dicts (or one
+    dict), or the same already as JSON. None: every field as stored."""
+    if pipeline is None:
+        return ""
+    if isinstance(pipeline, str):
+        return pipeline
+    if isinstance(pipeline, dict):
+        pipeline = [pipeline]
+    if not isinstance(pipeline, (list, tuple)):
+        raise TypeError(f"pipeline must be a list of {{'field': ..., 'ops': [...]}} dicts or JSON text, "
+                        f"got {type(pipeline).__name__}")
+    return json.dumps(list(pipeline))

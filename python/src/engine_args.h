@@ -34,7 +34,7 @@ inline EngineArgs engine_args(const py::kwargs& kw, std::initializer_list<const 
       "batch_size",  "order",         "seed",          "drop_last",     "num_threads",
       "prefetch",    "memory_budget", "on_error",      "rank",          "world_size",
       "remainder",   "backend",       "fields",        "window_pages",  "ordered",
-      "resume_json", "device",        "fault_samples", "fault_delay_us"};
+      "resume_json", "device",        "fault_samples", "fault_delay_us", "pipeline"};
   std::set<std::string> allowed = known;
   allowed.insert(extra.begin(), extra.end());
   for (const auto& item : kw) {
@@ -70,6 +70,10 @@ inline EngineArgs engine_args(const py::kwargs& kw, std::initializer_list<const 
   o.window_pages = get("window_pages").cast<uint32_t>();
   o.ordered = get("ordered").cast<bool>();
   o.device = get("device").cast<std::string>();
+  if (kw.contains("pipeline")) {  // the per-field op chains, as JSON text (pipeline.h)
+    const auto pipeline = kw["pipeline"].cast<std::string>();
+    if (!pipeline.empty()) o.pipeline = parse_pipeline(pipeline);
+  }
   const auto resume = get("resume_json").cast<std::string>();
   if (!resume.empty()) o.resume = LoaderState::from_json(resume);
   if (kw.contains("fault_samples"))
