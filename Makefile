@@ -3,7 +3,7 @@
 # Both install what they need with scripts/install-deps first.
 JOBS ?= 2
 
-.PHONY: all deps build demo test bench clean
+.PHONY: all deps build demo test bench lint format clean
 
 all: build
 
@@ -22,6 +22,12 @@ test: deps
 
 bench: build
 	@bash scripts/run-benchmarks
+
+lint: build
+	@bash scripts/lint
+
+format:
+	@bash scripts/format
 
 clean:
 	rm -rf build data

@@ -136,7 +136,7 @@ class ObjectPool {
   class Lease {
    public:
     Lease(ObjectPool* pool, std::unique_ptr<T> obj) : pool_(pool), obj_(std::move(obj)) {}
-    Lease(Lease&&) = default;
+    Lease(Lease&&) noexcept = default;
     Lease& operator=(Lease&&) = delete;
     ~Lease() {
       if (obj_ && obj_->reusable()) pool_->give_back(std::move(obj_));

@@ -250,7 +250,12 @@ struct TileLoader::Impl {
 
   // --- the workers ---------------------------------------------------------------------------
 
-  static void worker_main(std::shared_ptr<Impl> self, std::size_t id) { self->worker_loop(id); }
+  // By value on purpose: the thread owns a reference, so Impl outlives every worker.
+  static void worker_main(
+      std::shared_ptr<Impl> self,  // NOLINT(performance-unnecessary-value-param)
+      std::size_t id) {
+    self->worker_loop(id);
+  }
 
   void worker_loop(std::size_t id) {
     for (;;) {

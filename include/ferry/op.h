@@ -121,7 +121,8 @@ class Op {
 /// InvalidArgument naming the op and argument when a value has the wrong type or is missing.
 class OpArgs {
  public:
-  OpArgs(std::string op_name, std::string json_object);  ///< throws InvalidArgument on bad JSON
+  OpArgs(std::string op_name,
+         const std::string& json_object);  ///< throws InvalidArgument on bad JSON
   ~OpArgs();
   OpArgs(const OpArgs&);
   OpArgs& operator=(const OpArgs&) = delete;

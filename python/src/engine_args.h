@@ -31,9 +31,9 @@ struct EngineArgs {
 /// itself; any other key is a TypeError naming it.
 inline EngineArgs engine_args(const py::kwargs& kw, std::initializer_list<const char*> extra = {}) {
   static const std::set<std::string> known = {
-      "batch_size",  "order",         "seed",          "drop_last",     "num_threads",
-      "prefetch",    "memory_budget", "on_error",      "rank",          "world_size",
-      "remainder",   "backend",       "fields",        "window_pages",  "ordered",
+      "batch_size",  "order",         "seed",          "drop_last",      "num_threads",
+      "prefetch",    "memory_budget", "on_error",      "rank",           "world_size",
+      "remainder",   "backend",       "fields",        "window_pages",   "ordered",
       "resume_json", "device",        "fault_samples", "fault_delay_us", "pipeline"};
   std::set<std::string> allowed = known;
   allowed.insert(extra.begin(), extra.end());

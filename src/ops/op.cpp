@@ -130,7 +130,7 @@ struct OpArgs::Json {
   nlohmann::json value;
 };
 
-OpArgs::OpArgs(std::string op_name, std::string json_object)
+OpArgs::OpArgs(std::string op_name, const std::string& json_object)
     : op_(std::move(op_name)), json_(std::make_unique<Json>()) {
   try {
     json_->value =
@@ -194,7 +194,7 @@ std::string OpArgs::string(std::string_view key) const {
   return v.get<std::string>();
 }
 std::string OpArgs::string(std::string_view key, std::string fallback) const {
-  return has(key) ? string(key) : fallback;
+  return has(key) ? string(key) : std::move(fallback);
 }
 
 std::vector<double> OpArgs::numbers(std::string_view key) const {
@@ -211,7 +211,7 @@ std::vector<double> OpArgs::numbers(std::string_view key) const {
   return out;
 }
 std::vector<double> OpArgs::numbers(std::string_view key, std::vector<double> fallback) const {
-  return has(key) ? numbers(key) : fallback;
+  return has(key) ? numbers(key) : std::move(fallback);
 }
 
 void OpArgs::allow_only(std::initializer_list<std::string_view> known) const {
