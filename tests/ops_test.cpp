@@ -130,6 +130,38 @@ TEST(OpRun, NormalizePerChannelAlongAnyAxis) {
   EXPECT_EQ(bf->setup(ValueSpec::array(DType::u8, {3})).dtype, DType::bf16);
 }
 
+TEST(OpFusion, CastToFloat32ThenNormalizeIsOnePassWithTheSameBytes) {
+  const ValueSpec in = ValueSpec::array(DType::u8, {4, 5});
+  const std::string chain = R"({"field":"x","ops":[{"op":"cast","dtype":"float32"},
+      {"op":"normalize","mean":[72.93],"std":[90.0],"scale":0.00392156862745098}]})";
+  FieldPipeline fused(parse_pipeline(chain)[0], in);
+  EXPECT_EQ(fused.size(), 1u);
+  EXPECT_EQ(fused.op(0).name(), "normalize");
+  EXPECT_EQ(fused.output(), ValueSpec::array(DType::f32, {4, 5}));
+  std::vector<uint8_t> x(20);
+  for (int i = 0; i < 20; ++i) x[i] = static_cast<uint8_t>(i * 13);
+  // Reference: the two ops run one after the other.
+  auto cast = make_op("cast", OpArgs("cast", R"({"dtype":"float32"})"));
+  auto norm =
+      make_op("normalize",
+              OpArgs("normalize", R"({"mean":[72.93],"std":[90.0],"scale":0.00392156862745098})"));
+  norm->setup(cast->setup(in));
+  std::vector<uint8_t> mid(80), want(80), got(80);
+  run_op(*cast, x, mid);
+  run_op(*norm, mid, want);
+  SampleRng rng(0, 0, 0);
+  Arena arena;
+  SampleContext ctx{0, 0, rng, arena};
+  fused.run(x, got, ctx);
+  EXPECT_EQ(got, want);
+  // A cast to another type is kept.
+  EXPECT_EQ(FieldPipeline(parse_pipeline(R"({"field":"x","ops":[{"op":"cast","dtype":"float16"},
+      {"op":"normalize","mean":0,"std":1}]})")[0],
+                          in)
+                .size(),
+            2u);
+}
+
 TEST(OpRun, FlipIsDeterministicPerSampleAndReversesTheAxis) {
   auto flip = make_op("flip", OpArgs("flip", R"({"axis":1,"p":1})"));
   flip->setup(ValueSpec::array(DType::u8, {2, 3}));

@@ -10,15 +10,27 @@ class Cast final : public Op {
   explicit Cast(const OpArgs& args) : to_(parse_dtype_name(args.string("dtype"))) {
     args.allow_only({"dtype"});
   }
-  std::string_view name() const override { return "cast"; }
+  std::string_view name() const override { return fused_ ? fused_->name() : "cast"; }
+
+  // cast(float32) then normalize: normalize reads any dtype and converts each element to float
+  // exactly as this cast does, so the pair is one normalize pass over the original values (the
+  // same bytes, one pass fewer).
+  bool fuse_next(const Op& next) override {
+    if (fused_ || to_ != DType::f32 || next.name() != "normalize") return false;
+    fused_ = make_normalize(OpArgs("normalize", next.args_json()));
+    return true;
+  }
 
   ValueSpec setup(const ValueSpec& in) override {
+    if (fused_) return fused_->setup(in);
     require_array(in, "cast");
     from_ = in.dtype;
     return ValueSpec::array(to_, in.shape);
   }
 
-  uint64_t run(std::span<const uint8_t> in, std::span<uint8_t> out, SampleContext&) const override {
+  uint64_t run(std::span<const uint8_t> in, std::span<uint8_t> out,
+               SampleContext& ctx) const override {
+    if (fused_) return fused_->run(in, out, ctx);
     const uint64_t n = in.size() / dtype_size(from_);
     visit_dtype(from_, [&](auto from) {
       visit_dtype(to_, [&](auto to) {
@@ -41,6 +53,7 @@ class Cast final : public Op {
   }
   DType to_;
   DType from_ = DType::u8;
+  std::unique_ptr<Op> fused_;  // the normalize this cast took over, if any
 };
 
 }  // namespace

@@ -45,7 +45,7 @@ class Flip final : public Op {
   }
 
   std::string args_json() const override {
-    return R"({"axis":)" + std::to_string(axis_) + R"(,"p":)" + std::to_string(p_) + "}";
+    return R"({"axis":)" + std::to_string(axis_) + R"(,"p":)" + json_number(p_) + "}";
   }
 
  private:

@@ -59,10 +59,10 @@ class Normalize final : public Op {
 
   std::string args_json() const override {
     std::string s = R"({"mean":[)";
-    for (size_t i = 0; i < mean_.size(); ++i) s += (i ? "," : "") + std::to_string(mean_[i]);
+    for (size_t i = 0; i < mean_.size(); ++i) s += (i ? "," : "") + json_number(mean_[i]);
     s += R"(],"std":[)";
-    for (size_t i = 0; i < std_.size(); ++i) s += (i ? "," : "") + std::to_string(std_[i]);
-    return s + R"(],"scale":)" + std::to_string(scale_) + R"(,"axis":)" + std::to_string(axis_) +
+    for (size_t i = 0; i < std_.size(); ++i) s += (i ? "," : "") + json_number(std_[i]);
+    return s + R"(],"scale":)" + json_number(scale_) + R"(,"axis":)" + std::to_string(axis_) +
            R"(,"dtype":")" + std::string(dtype_name(to_)) + "\"}";
   }
 

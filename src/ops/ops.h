@@ -1,6 +1,7 @@
 #pragma once
 // Internal: the op factories the registry table lists (src/ops/registry.cpp), and helpers
 // shared by op implementations.
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -15,6 +16,14 @@ std::unique_ptr<Op> make_normalize(const OpArgs& args);
 std::unique_ptr<Op> make_reshape(const OpArgs& args);
 std::unique_ptr<Op> make_unsqueeze(const OpArgs& args);
 std::unique_ptr<Op> make_flip(const OpArgs& args);
+
+/// A double as JSON text that parses back to the same value (%.17g; std::to_string keeps 6
+/// decimals, which would change an op rebuilt from its args_json()).
+inline std::string json_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
 
 /// Throws InvalidArgument unless `in` is an ndarray (setup's check for array ops).
 inline void require_array(const ValueSpec& in, std::string_view op) {
