@@ -438,7 +438,7 @@ struct DeviceLoader::Impl {
     const uint64_t batch_size = host->options().batch_size;
     std::vector<uint64_t> capacity;  // as the host pool sizes its buffers: an exact upper bound
     for (const auto& f : host->fields())
-      capacity.push_back(r.layout().top_k_field_bytes(r.schema().index_of(f.name), batch_size));
+      capacity.push_back(r.layout().top_k_decoded_bytes(r.schema().index_of(f.name), batch_size));
     for (uint32_t i = 0; i < dopt.ring_depth; ++i) {
       std::vector<uint64_t> data_offset, offsets_offset;
       uint64_t bytes = 0;

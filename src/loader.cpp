@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "batch_pool.h"
+#include "codecs/field_decode.h"
 #include "ferry/error.h"
 #include "ferry/os.h"
 #include "loader_metrics.h"
@@ -84,6 +85,7 @@ struct Loader::Impl {
   const uint8_t* file_base = nullptr;  // whole-file view (mmap): the zero-syscall fast path
   bool hint_ahead = false;             // file not resident: issue WILLNEED for upcoming batches
   uint32_t threads = 1, prefetch = 1;
+  bool compressed = false;  // a loaded field is compressed: decode it (codecs/field_decode.h)
   LoaderMetrics metrics;
 
   // Scheduling state, guarded by pool->mu.
@@ -144,6 +146,7 @@ struct Loader::Impl {
       throw InvalidArgument("numa_node " + std::to_string(opt.numa_node) + ": this machine has " +
                             std::to_string(numa_node_count()) +
                             " NUMA node(s); use -1 for no pinning");
+    compressed = detail::any_compressed(reader->layout(), field_index);
     make_pool();
     file_base = reader->source().view(0, reader->source().size());
     hint_ahead = opt.os_hints && opt.order != OrderKind::sequential &&
@@ -190,7 +193,7 @@ struct Loader::Impl {
   void make_pool() {
     std::vector<uint64_t> capacity;
     for (size_t i = 0; i < fields.size(); ++i)
-      capacity.push_back(reader->layout().top_k_field_bytes(field_index[i], opt.batch_size));
+      capacity.push_back(reader->layout().top_k_decoded_bytes(field_index[i], opt.batch_size));
     auto alloc = opt.allocator ? opt.allocator : default_host_allocator(opt.huge_pages);
     // Slot size is needed to turn the budget into a slot count: build a probe pool first.
     auto probe = std::make_shared<BatchPool>(fields, opt.batch_size, capacity, 0, alloc);
@@ -282,6 +285,7 @@ struct Loader::Impl {
     }
     std::vector<ReadRequest> requests, hints;
     std::vector<uint8_t> keep;
+    detail::DecodeStaging staging;  // stored bytes of compressed fields
     std::unique_lock lk(pool->mu);
     while (true) {
       pool->work_cv.wait(lk, [&] { return stop || can_claim(); });
@@ -292,7 +296,7 @@ struct Loader::Impl {
       slot->claimed = Clock::now();
       lk.unlock();
       if (hint_ahead) hint_batch(*task.order, task.index + prefetch, hints);
-      fill(*slot, task, requests, keep);
+      fill(*slot, task, requests, keep, staging);
       lk.lock();
       --in_flight;
       if (task.generation != generation || stop) {
@@ -308,7 +312,7 @@ struct Loader::Impl {
   }
 
   void fill(BatchSlot& s, const Task& t, std::vector<ReadRequest>& requests,
-            std::vector<uint8_t>& keep) {
+            std::vector<uint8_t>& keep, detail::DecodeStaging& staging) {
     const auto& order = *t.order;
     const uint64_t begin = t.index * opt.batch_size;
     const uint64_t end = std::min<uint64_t>(begin + opt.batch_size, order.size());
@@ -324,10 +328,12 @@ struct Loader::Impl {
 
     const auto t0 = Clock::now();
     set_offsets(s);
-    if (file_base) {
+    if (file_base && compressed) {
+      decode_from_view(s, keep);
+    } else if (file_base) {
       copy_from_view(s);
     } else {
-      read_through_source(s, requests, keep);
+      read_through_source(s, requests, keep, staging);
     }
     metrics.read_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
     if (opt.transform && !s.error) run_transform(s, keep);
@@ -345,7 +351,7 @@ struct Loader::Impl {
       if (!off) continue;
       off[0] = 0;
       for (uint64_t i = 0; i < s.size; ++i)
-        off[i + 1] = off[i] + L.sample_fields(s.sample_ids[i])[field_index[f]].length;
+        off[i + 1] = off[i] + L.decoded_length(s.sample_ids[i], field_index[f]);
     }
   }
 
@@ -383,15 +389,66 @@ struct Loader::Impl {
     }
   }
 
+  // Compressed files through the mapping: plain fields are copied, compressed ones decoded
+  // from the mapped bytes straight into the slot.
+  void decode_from_view(BatchSlot& s, std::vector<uint8_t>& keep) {
+    const Layout& L = reader->layout();
+    for (uint64_t i = 0; i < s.size; ++i) {
+      const uint64_t id = s.sample_ids[i];
+      for (size_t f = 0; f < fields.size(); ++f) {
+        const size_t ff = field_index[f];
+        const FieldLoc loc = L.sample_fields(id)[ff];
+        const uint8_t* src = file_base + L.page_offset(L.sample_page(id)) + loc.offset;
+        if (L.field_codec(ff) == CodecId::none) {
+          std::memcpy(field_dst(s, f, i), src, loc.length);
+          continue;
+        }
+        try {
+          detail::decode_value(L, ff, {src, loc.length},
+                               {field_dst(s, f, i), L.decoded_length(id, ff)});
+        } catch (const std::exception& e) {
+          if (!sample_failed(s, i, "decode failed", e, keep)) return;
+          break;
+        }
+      }
+    }
+  }
+
+  // Decodes the compressed fields of samples [first, last) from their staged bytes (the
+  // requests' destinations) into the slot; samples already failed are left alone.
+  void decode_staged(BatchSlot& s, const std::vector<ReadRequest>& requests, uint64_t first,
+                     uint64_t last, std::vector<uint8_t>& keep) {
+    const Layout& L = reader->layout();
+    const size_t nf = fields.size();
+    for (uint64_t i = first; i < last; ++i) {
+      if (!keep[i]) continue;
+      for (size_t f = 0; f < nf; ++f) {
+        const size_t ff = field_index[f];
+        if (L.field_codec(ff) == CodecId::none) continue;
+        const ReadRequest& r = requests[i * nf + f];
+        try {
+          detail::decode_value(L, ff, {static_cast<const uint8_t*>(r.dst), r.length},
+                               {field_dst(s, f, i), L.decoded_length(s.sample_ids[i], ff)});
+        } catch (const std::exception& e) {
+          if (!sample_failed(s, i, "decode failed", e, keep)) return;
+          break;
+        }
+      }
+    }
+  }
+
   void read_through_source(BatchSlot& s, std::vector<ReadRequest>& requests,
-                           std::vector<uint8_t>& keep) {
+                           std::vector<uint8_t>& keep, detail::DecodeStaging& staging) {
     const Layout& L = reader->layout();
     requests.clear();
+    if (compressed) staging.reset(detail::compressed_stored_bytes(L, s.sample_ids, field_index));
     for (uint64_t i = 0; i < s.size; ++i)
       for (size_t f = 0; f < fields.size(); ++f) {
         const FieldLoc loc = L.sample_fields(s.sample_ids[i])[field_index[f]];
-        requests.push_back(
-            {L.field_offset(s.sample_ids[i], field_index[f]), loc.length, field_dst(s, f, i)});
+        // A compressed field is read into the staging buffer and decoded after the read.
+        uint8_t* dst = L.field_codec(field_index[f]) == CodecId::none ? field_dst(s, f, i)
+                                                                      : staging.take(loc.length);
+        requests.push_back({L.field_offset(s.sample_ids[i], field_index[f]), loc.length, dst});
       }
     const size_t per_sample = fields.size();
     for (size_t start = 0; start < requests.size(); start += kReadChunk * per_sample) {
@@ -403,6 +460,9 @@ struct Loader::Impl {
       } catch (const std::exception&) {
         retry_one_by_one(s, requests, start, count, keep);  // find which samples failed
       }
+      if (s.error) return;
+      if (compressed)
+        decode_staged(s, requests, start / per_sample, (start + count) / per_sample, keep);
       if (s.error) return;
     }
   }
