@@ -27,7 +27,7 @@ struct WriterOptions {
   /// field (else InvalidArgument). With any field compressed the file is format version 2
   /// (docs/format.md), otherwise version 1. Each sample's value of a field is compressed on
   /// its own at append; compressed fields are not aligned (only plain ones are viewed in place).
-  std::map<std::string, CodecChoice> codecs;
+  std::map<std::string, CodecChoice> codecs = {};
 };
 
 /// Parses "FIELD=CODEC[:LEVEL]" specs (the CLI's --compress) into WriterOptions::codecs.
