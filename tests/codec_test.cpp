@@ -575,5 +575,47 @@ TEST(CodecFile, FieldDecodeHelper) {
                FormatError);
 }
 
+// The codec path under random damage (what fuzz/reader_fuzz.cpp does at scale): every mutant of
+// a compressed file opens with a clean error, or reads each sample (or fails it cleanly).
+TEST(CodecFile, MutationsOfACompressedFileNeverCrash) {
+  testing::TempDir dir;
+  const Expected e = make_data(12);
+  const std::string path = dir.file("m.ferry");
+  WriterOptions o;
+  o.page_size = 4096;
+  o.codecs = {{"blob", CodecChoice::parse("lz4")},
+              {"a_u8", CodecChoice::parse("zstd")},
+              {"a_f64", CodecChoice::parse("lz4:9")}};
+  write_expected(path, e, o);
+  const auto good = read_bytes(path);
+  detail::SplitMix64 rng(99);
+  uint64_t opened = 0, sample_errors = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    auto bytes = good;
+    const int flips = 1 + static_cast<int>(rng.below(4));
+    for (int k = 0; k < flips; ++k)
+      bytes[rng.below(bytes.size())] ^= static_cast<uint8_t>(1 + rng.below(255));
+    try {
+      auto r = Reader::open(std::shared_ptr<Source>(open_memory_source("m.ferry", bytes)));
+      ++opened;
+      std::vector<uint8_t> scratch;
+      for (uint64_t s = 0; s < r->num_samples(); ++s) {
+        try {
+          r->sample(s, scratch);
+        } catch (const FormatError& err) {
+          ++sample_errors;
+          EXPECT_NE(std::string(err.what()).find("m.ferry': sample " + std::to_string(s)),
+                    std::string::npos)
+              << err.what();
+        }
+      }
+    } catch (const Error& err) {
+      EXPECT_NE(std::string(err.what()).find("m.ferry"), std::string::npos) << err.what();
+    }
+  }
+  EXPECT_GT(opened, 0u);
+  EXPECT_GT(sample_errors, 0u) << "no mutation reached a compressed payload";
+}
+
 }  // namespace
 }  // namespace ferry
