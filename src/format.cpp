@@ -108,16 +108,34 @@ std::pair<uint64_t, uint64_t> Layout::sample_extent(uint64_t sample) const {
 }
 
 uint64_t Layout::max_field_length(size_t f) const { return max_lengths_.at(f); }
+uint64_t Layout::max_decoded_length(size_t f) const { return max_decoded_.at(f); }
 
-uint64_t Layout::top_k_field_bytes(size_t f, uint64_t k) const {
+uint64_t Layout::top_k_field_bytes(size_t f, uint64_t k) const { return top_k(f, k, false); }
+uint64_t Layout::top_k_decoded_bytes(size_t f, uint64_t k) const { return top_k(f, k, true); }
+
+uint64_t Layout::total_stored_bytes(size_t f) const {
+  uint64_t sum = 0;
+  for (uint64_t s = 0; s < num_samples_; ++s) sum += sample_fields(s)[f].length;
+  return sum;
+}
+
+uint64_t Layout::total_decoded_bytes(size_t f) const {
+  uint64_t sum = 0;
+  for (uint64_t s = 0; s < num_samples_; ++s) sum += decoded_length(s, f);
+  return sum;
+}
+
+uint64_t Layout::top_k(size_t f, uint64_t k, bool decoded) const {
   const FieldSpec& spec = schema_.fields.at(f);
-  if (spec.kind == FieldKind::ndarray) return spec.fixed_bytes() * std::min(k, num_samples_);
+  // An uncompressed ndarray's stored length is its fixed size; a compressed one decodes to it.
+  if (spec.kind == FieldKind::ndarray && (decoded || field_codec(f) == CodecId::none))
+    return spec.fixed_bytes() * std::min(k, num_samples_);
   // Min-heap of the k largest lengths.
   std::priority_queue<uint64_t, std::vector<uint64_t>, std::greater<>> heap;
   uint64_t sum = 0;
   const size_t nf = schema_.fields.size();
   for (uint64_t s = 0; s < num_samples_; ++s) {
-    const uint64_t len = field_locs_[s * nf + f].length;
+    const uint64_t len = decoded ? decoded_length(s, f) : field_locs_[s * nf + f].length;
     if (heap.size() < k) {
       heap.push(len);
       sum += len;
@@ -130,7 +148,7 @@ uint64_t Layout::top_k_field_bytes(size_t f, uint64_t k) const {
   return sum;
 }
 
-std::vector<uint8_t> encode_schema(const Schema& schema) {
+std::vector<uint8_t> encode_schema(const Schema& schema, std::span<const CodecId> codecs) {
   std::vector<uint8_t> out;
   for (const auto& f : schema.fields) {
     out.push_back(static_cast<uint8_t>(f.kind));
@@ -144,6 +162,7 @@ std::vector<uint8_t> encode_schema(const Schema& schema) {
       out.insert(out.end(), b, b + 8);
     }
   }
+  for (CodecId c : codecs) out.push_back(static_cast<uint8_t>(c));
   return out;
 }
 
@@ -184,10 +203,11 @@ class LayoutParser {
     auto raw = read(0, sizeof h, "header");
     std::memcpy(&h, raw.data(), sizeof h);
     if (std::memcmp(h.magic, kMagic, 8) != 0) bad(path_, "header", "bad magic: not a ferry file");
-    if (h.version != kFormatVersion)
+    if (h.version != kFormatVersion1 && h.version != kFormatVersion)
       bad(path_, "header",
-          "format version " + std::to_string(h.version) + ", this ferry reads version " +
+          "format version " + std::to_string(h.version) + ", this ferry reads versions 1 to " +
               std::to_string(kFormatVersion));
+    out.version_ = h.version;
     if (h.flags != 0) bad(path_, "header", "unknown flags " + std::to_string(h.flags));
     if (h.header_size % kHeaderAlign != 0 || h.header_size != h.data_offset ||
         h.header_size < sizeof(HeaderPrefix) ||
@@ -207,11 +227,13 @@ class LayoutParser {
     out.page_size_ = h.page_size;
     out.alignment_ = h.alignment;
     out.data_offset_ = h.data_offset;
-    out.schema_ = decode_schema(block.data() + sizeof(HeaderPrefix), h.schema_size, h.num_fields);
+    out.schema_ = decode_schema(block.data() + sizeof(HeaderPrefix), h.schema_size, h.num_fields,
+                                h.version, out);
     return h;
   }
 
-  Schema decode_schema(const uint8_t* p, uint64_t n, uint32_t num_fields) {
+  Schema decode_schema(const uint8_t* p, uint64_t n, uint32_t num_fields, uint32_t version,
+                       Layout& out) {
     Schema s;
     uint64_t pos = 0;
     auto need = [&](uint64_t k) {
@@ -238,6 +260,22 @@ class LayoutParser {
         std::memcpy(f.shape.data(), p + pos, 8ull * ndim);  // a scalar's shape has no data()
       pos += 8ull * ndim;
       s.fields.push_back(std::move(f));
+    }
+    if (version >= 2) {  // one codec id per field after the descriptions
+      if (num_fields > n - pos) bad(path_, "schema", "truncated codec ids");
+      for (uint32_t i = 0; i < num_fields; ++i) {
+        const uint8_t c = p[pos + i];
+        try {
+          (void)codec_by_id(static_cast<CodecId>(c));
+        } catch (const FormatError& e) {
+          bad(path_, "schema", "field " + std::to_string(i) + ": " + e.what());
+        }
+        out.codecs_.push_back(static_cast<CodecId>(c));
+        out.any_compressed_ |= c != 0;
+      }
+      pos += num_fields;
+      if (!out.any_compressed_)
+        bad(path_, "schema", "version 2 file without a compressed field (writers use version 1)");
     }
     if (pos != n) bad(path_, "schema", "trailing bytes after the last field");
     try {
@@ -289,7 +327,7 @@ class LayoutParser {
 
   void parse_index(const HeaderPrefix& h, const Footer& f, Layout& out) {
     const uint64_t nf = out.schema_.fields.size();
-    const uint64_t entry = index_entry_size(nf);
+    const uint64_t entry = index_entry_size(nf, out.version_);
     if (h.num_samples > size_ / entry || h.index_size != h.num_samples * entry)
       bad(path_, "index",
           "size " + std::to_string(h.index_size) + " does not match " +
@@ -304,10 +342,20 @@ class LayoutParser {
     out.sample_pages_.resize(h.num_samples);
     out.field_locs_.resize(h.num_samples * nf);
     out.max_lengths_.assign(nf, 0);
+    out.max_decoded_.assign(nf, 0);
+    const bool v2 = out.version_ >= 2;
+    if (v2) out.decoded_lengths_.resize(h.num_samples * nf);
     const uint8_t* p = raw.data();
     for (uint64_t s = 0; s < h.num_samples; ++s, p += entry) {
       std::memcpy(&out.sample_pages_[s], p, 8);
-      std::memcpy(&out.field_locs_[s * nf], p + 8, 16 * nf);
+      if (v2) {
+        for (uint64_t i = 0; i < nf; ++i) {
+          std::memcpy(&out.field_locs_[s * nf + i], p + 8 + 24 * i, 16);
+          std::memcpy(&out.decoded_lengths_[s * nf + i], p + 8 + 24 * i + 16, 8);
+        }
+      } else {
+        std::memcpy(&out.field_locs_[s * nf], p + 8, 16 * nf);
+      }
       check_sample(out, s);
     }
   }
@@ -325,11 +373,23 @@ class LayoutParser {
       const auto where = [&] {
         return "sample " + std::to_string(s) + " field '" + spec.name + "'";
       };
-      if (spec.kind == FieldKind::ndarray && loc.length != spec.fixed_bytes())
+      const bool compressed = out.field_codec(i) != CodecId::none;
+      const uint64_t decoded = out.decoded_length(s, i);
+      if (!compressed && decoded != loc.length)
         bad(path_, "index",
-            where() + " has " + std::to_string(loc.length) + " bytes, schema says " +
-                std::to_string(spec.fixed_bytes()));
-      if (loc.offset % out.alignment_ != 0) bad(path_, "index", where() + " is misaligned");
+            where() + " is uncompressed but records " + std::to_string(decoded) +
+                " decoded bytes for " + std::to_string(loc.length) + " stored");
+      if (spec.kind == FieldKind::ndarray && decoded != spec.fixed_bytes())
+        bad(path_, "index",
+            where() + (compressed ? " decodes to " : " has ") + std::to_string(decoded) +
+                " bytes, schema says " + std::to_string(spec.fixed_bytes()));
+      if (compressed && decoded > kMaxDecodedLength)
+        bad(path_, "index",
+            where() + " decodes to " + std::to_string(decoded) + " bytes, more than the " +
+                std::to_string(kMaxDecodedLength) + " allowed");
+      // Compressed fields are never viewed in place, so only plain ones are aligned.
+      if (!compressed && loc.offset % out.alignment_ != 0)
+        bad(path_, "index", where() + " is misaligned");
       if (!fits(loc.offset, loc.length, span))
         bad(path_, "index", where() + " lies past the last page");
       if (loc.length > 0) {
@@ -340,6 +400,7 @@ class LayoutParser {
               where() + " extends past the used bytes of page " + std::to_string(last));
       }
       out.max_lengths_[i] = std::max(out.max_lengths_[i], loc.length);
+      out.max_decoded_[i] = std::max(out.max_decoded_[i], decoded);
     }
   }
 

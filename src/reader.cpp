@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include "codecs/field_decode.h"
 #include "ferry/error.h"
 
 namespace ferry {
@@ -18,23 +19,56 @@ std::shared_ptr<Reader> Reader::open(std::shared_ptr<Source> source) {
   return std::shared_ptr<Reader>(new Reader(std::move(source), std::move(layout)));
 }
 
-std::vector<FieldView> Reader::sample(uint64_t id, std::vector<uint8_t>& scratch) const {
-  if (id >= layout_.num_samples())
-    throw InvalidArgument("sample " + std::to_string(id) + " out of range: '" + path() + "' has " +
-                          std::to_string(layout_.num_samples()) + " samples");
-  const auto [begin, end] = layout_.sample_extent(id);
-  const uint8_t* base = source_->view(begin, end - begin);
+namespace {
+
+// Reads (or views) the stored bytes of sample `id`; `extra` more bytes of `scratch` are reserved
+// after them (at scratch[*tail]) for decoded values.
+std::vector<FieldView> stored_fields(const Layout& layout, Source& source, uint64_t id,
+                                     std::vector<uint8_t>& scratch, uint64_t extra,
+                                     uint64_t* tail) {
+  if (id >= layout.num_samples())
+    throw InvalidArgument("sample " + std::to_string(id) + " out of range: '" + layout.path() +
+                          "' has " + std::to_string(layout.num_samples()) + " samples");
+  const auto [begin, end] = layout.sample_extent(id);
+  const uint8_t* base = source.view(begin, end - begin);
+  const uint64_t own = base ? 0 : end - begin;
+  if (own + extra) scratch.resize(own + extra);
   if (!base) {
-    scratch.resize(end - begin);
-    source_->read(begin, end - begin, scratch.data());
+    source.read(begin, end - begin, scratch.data());
     base = scratch.data();
   }
+  if (tail) *tail = own;
   std::vector<FieldView> out;
-  const auto locs = layout_.sample_fields(id);
+  const auto locs = layout.sample_fields(id);
   out.reserve(locs.size());
-  const uint64_t page_base = layout_.page_offset(layout_.sample_page(id));
+  const uint64_t page_base = layout.page_offset(layout.sample_page(id));
   for (const FieldLoc& loc : locs)
     out.push_back({base + (page_base + loc.offset - begin), loc.length});
+  return out;
+}
+
+}  // namespace
+
+std::vector<FieldView> Reader::sample_stored(uint64_t id, std::vector<uint8_t>& scratch) const {
+  return stored_fields(layout_, *source_, id, scratch, 0, nullptr);
+}
+
+std::vector<FieldView> Reader::sample(uint64_t id, std::vector<uint8_t>& scratch) const {
+  if (!layout_.any_compressed() || id >= layout_.num_samples())
+    return stored_fields(layout_, *source_, id, scratch, 0, nullptr);
+  const size_t nf = layout_.schema().fields.size();
+  uint64_t extra = 0;
+  for (size_t f = 0; f < nf; ++f)
+    if (layout_.field_codec(f) != CodecId::none) extra += layout_.decoded_length(id, f);
+  uint64_t pos = 0;
+  auto out = stored_fields(layout_, *source_, id, scratch, extra, &pos);
+  for (size_t f = 0; f < nf; ++f) {
+    if (layout_.field_codec(f) == CodecId::none) continue;
+    const std::span<uint8_t> dst(scratch.data() + pos, layout_.decoded_length(id, f));
+    detail::decode_field(layout_, id, f, {out[f].data, out[f].size}, dst);
+    out[f] = {dst.data(), dst.size()};
+    pos += dst.size();
+  }
   return out;
 }
 

@@ -44,6 +44,15 @@ void check_options(const Schema& schema, const WriterOptions& o) {
     if (f.kind == FieldKind::ndarray && dtype_size(f.dtype) > o.alignment)
       throw InvalidArgument("alignment " + std::to_string(o.alignment) +
                             " is smaller than field '" + f.name + "''s dtype size");
+  std::vector<uint8_t> probe;
+  for (const auto& [name, choice] : o.codecs) {
+    try {
+      (void)schema.index_of(name);
+      codec_by_id(choice.id).encode({}, choice.level, probe);  // checks the level
+    } catch (const Error& e) {
+      throw InvalidArgument("compression of field '" + name + "': " + e.what());
+    }
+  }
 }
 
 }  // namespace
@@ -63,6 +72,12 @@ struct Writer::Impl {
   uint64_t num_samples = 0;
   std::vector<uint64_t> offsets;  // scratch: field offsets of the sample being appended
   bool closed = false;
+  uint32_t version = kFormatVersion1;
+  std::vector<const Codec*> codecs;           // per field; nullptr: stored as is
+  std::vector<int> levels;                    // per field
+  std::vector<std::vector<uint8_t>> encoded;  // scratch: compressed value per field
+  std::vector<FieldData> stored;              // scratch: the bytes actually written per field
+  std::vector<uint64_t> decoded;              // scratch: decoded length per field
 
   uint64_t page_file_offset(uint64_t p) const { return header_size + p * opt.page_size; }
 
@@ -86,7 +101,7 @@ struct Writer::Impl {
   uint64_t layout_from(uint64_t start, std::span<const FieldData> fields) {
     uint64_t pos = start;
     for (size_t i = 0; i < fields.size(); ++i) {
-      pos = align_up(pos, opt.alignment);
+      if (!codecs[i]) pos = align_up(pos, opt.alignment);  // compressed fields are unaligned
       offsets[i] = pos;
       pos += fields[i].size;
     }
@@ -95,12 +110,14 @@ struct Writer::Impl {
 
   void record_index(uint64_t page_no, std::span<const FieldData> fields) {
     const size_t old = index.size();
-    index.resize(old + index_entry_size(fields.size()));
+    index.resize(old + index_entry_size(fields.size(), version));
     uint8_t* e = index.data() + old;
     std::memcpy(e, &page_no, 8);
+    const uint64_t stride = version >= 2 ? 24 : 16;
     for (size_t i = 0; i < fields.size(); ++i) {
       const FieldLoc loc{offsets[i], fields[i].size};
-      std::memcpy(e + 8 + 16 * i, &loc, 16);
+      std::memcpy(e + 8 + stride * i, &loc, 16);
+      if (version >= 2) std::memcpy(e + 8 + stride * i + 16, &decoded[i], 8);
     }
     ++num_samples;
   }
@@ -108,6 +125,32 @@ struct Writer::Impl {
   void append(std::span<const FieldData> fields) {
     if (closed) throw InvalidArgument("append on closed writer for '" + path + "'");
     check_fields(fields);
+    place(encode(fields));
+  }
+
+  // Compresses the fields that have a codec; returns the bytes to store, field by field.
+  std::span<const FieldData> encode(std::span<const FieldData> fields) {
+    if (version < 2) return fields;
+    for (size_t i = 0; i < fields.size(); ++i) {
+      decoded[i] = fields[i].size;
+      if (!codecs[i]) {
+        stored[i] = fields[i];
+        continue;
+      }
+      if (fields[i].size > kMaxDecodedLength)
+        throw InvalidArgument(
+            "append to '" + path + "': field '" + schema.fields[i].name + "' has " +
+            std::to_string(fields[i].size) + " bytes; a compressed value holds at most " +
+            std::to_string(kMaxDecodedLength) + " (sample " + std::to_string(num_samples) + ")");
+      encoded[i].clear();
+      codecs[i]->encode({static_cast<const uint8_t*>(fields[i].data), fields[i].size}, levels[i],
+                        encoded[i]);
+      stored[i] = {encoded[i].data(), encoded[i].size()};
+    }
+    return stored;
+  }
+
+  void place(std::span<const FieldData> fields) {
     uint64_t end = layout_from(align_up(cursor, opt.alignment), fields);
     if (end <= opt.page_size) {
       copy_fields(page.data(), fields);
@@ -118,7 +161,7 @@ struct Writer::Impl {
     }
     close_page();
     end = layout_from(0, fields);
-    if (end <= opt.page_size) return append(fields);
+    if (end <= opt.page_size) return place(fields);
     append_large(fields, end);
   }
 
@@ -172,7 +215,7 @@ struct Writer::Impl {
                                                   align_up(pages.back().used, kHeaderAlign);
     HeaderPrefix h{};
     std::memcpy(h.magic, kMagic, 8);
-    h.version = kFormatVersion;
+    h.version = version;
     h.header_size = header_size;
     h.page_size = opt.page_size;
     h.alignment = opt.alignment;
@@ -233,7 +276,24 @@ Writer::Writer(const std::string& path, Schema schema, const WriterOptions& opti
   w.path = path;
   w.schema = std::move(schema);
   w.opt = options;
-  w.schema_block = encode_schema(w.schema);
+  w.codecs.assign(w.schema.fields.size(), nullptr);
+  w.levels.assign(w.schema.fields.size(), 0);
+  std::vector<CodecId> ids(w.schema.fields.size(), CodecId::none);
+  for (const auto& [name, choice] : options.codecs) {
+    const size_t i = w.schema.index_of(name);
+    ids[i] = choice.id;
+    w.levels[i] = choice.level;
+    if (ids[i] != CodecId::none) {
+      w.codecs[i] = &codec_by_id(ids[i]);
+      w.version = kFormatVersion;
+    }
+  }
+  w.encoded.resize(ids.size());
+  w.stored.resize(ids.size());
+  w.decoded.resize(ids.size());
+  // Version 1 has no codec ids: an uncompressed file is byte-identical to earlier writers'.
+  w.schema_block = encode_schema(
+      w.schema, w.version >= 2 ? std::span<const CodecId>(ids) : std::span<const CodecId>());
   w.header_size = align_up(sizeof(HeaderPrefix) + w.schema_block.size(), kHeaderAlign);
   w.offsets.resize(w.schema.fields.size());
   const auto target = std::filesystem::path(path);
@@ -304,6 +364,26 @@ void Writer::abort() noexcept {
 uint64_t Writer::num_samples() const { return impl_->num_samples; }
 const Schema& Writer::schema() const { return impl_->schema; }
 const std::string& Writer::path() const { return impl_->path; }
+
+std::map<std::string, CodecChoice> parse_compress_specs(std::span<const std::string> specs) {
+  std::map<std::string, CodecChoice> out;
+  for (const std::string& spec : specs) {
+    const size_t eq = spec.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw InvalidArgument("compression spec '" + spec +
+                            "': expected FIELD=CODEC[:LEVEL], e.g. image=zstd:3");
+    const std::string field = spec.substr(0, eq);
+    if (out.count(field))
+      throw InvalidArgument("compression spec '" + spec + "': field '" + field +
+                            "' is given more than once");
+    try {
+      out[field] = CodecChoice::parse(std::string_view(spec).substr(eq + 1));
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument("compression spec '" + spec + "': " + e.what());
+    }
+  }
+  return out;
+}
 
 void write_file(const std::string& path, const Schema& schema, std::span<const Column> columns,
                 uint64_t n, const WriterOptions& options) {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -443,6 +444,84 @@ TEST(CliBench, MissingFileIsOneClearLine) {
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(count_lines(r.err), 1u) << r.err;
   EXPECT_NE(r.err.find("nothing.ferry"), std::string::npos) << r.err;
+}
+
+TEST(Cli, WriteCompressedAndInspectCodecs) {
+  testing::TempDir dir;
+  const std::string path = dir.file("z.ferry");
+  const CliResult w = ferry_cli(
+      dir, {"write", "synthetic", path, "--samples", "300", "--shape", "100", "--page-size", "8KiB",
+            "--seed", "4", "--no-fsync", "--compress", "data=zstd:3", "--compress", "label=lz4"});
+  ASSERT_EQ(w.status, 0) << w.err;
+  const auto reader = Reader::open(path);
+  EXPECT_EQ(reader->layout().version(), 2u);
+  EXPECT_EQ(reader->layout().field_codec(0), CodecId::zstd);
+  EXPECT_EQ(reader->layout().field_codec(1), CodecId::lz4);
+  std::vector<uint8_t> scratch, expected(100);
+  for (uint64_t s = 0; s < 300; s += 13) {
+    const auto fields = reader->sample(s, scratch);
+    synthetic_fill(4, s, expected.data(), expected.size());
+    ASSERT_EQ(fields[0].size, expected.size());
+    EXPECT_TRUE(std::equal(expected.begin(), expected.end(), fields[0].data)) << "sample " << s;
+    int64_t label;
+    std::memcpy(&label, fields[1].data, 8);
+    EXPECT_EQ(label, static_cast<int64_t>(s));
+  }
+
+  const CliResult text = ferry_cli(dir, {"inspect", path, "--verify"});
+  ASSERT_EQ(text.status, 0) << text.err;
+  EXPECT_NE(text.out.find("ferry v2"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("codec zstd"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("codec lz4"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("30,000 decoded = ratio"), std::string::npos) << text.out;
+
+  const CliResult js = ferry_cli(dir, {"inspect", path, "--json"});
+  ASSERT_EQ(js.status, 0) << js.err;
+  Json j;
+  ASSERT_NO_THROW(j = parse_json(js.out)) << js.out;
+  EXPECT_EQ(j["format_version"].number, 2);
+  EXPECT_EQ(j["schema"].array[0]["codec"].string, "zstd");
+  EXPECT_EQ(j["schema"].array[0]["decoded_bytes"].number, 30000);
+  EXPECT_EQ(j["schema"].array[0]["stored_bytes"].number,
+            static_cast<double>(reader->layout().total_stored_bytes(0)));
+  EXPECT_GT(j["schema"].array[0]["compression_ratio"].number, 0.9);  // random data: ~1
+  EXPECT_EQ(j["schema"].array[1]["codec"].string, "lz4");
+
+  // Uncompressed writes stay version 1 and report codec none, ratio 1.
+  const std::string plain = dir.file("p.ferry");
+  ASSERT_EQ(ferry_cli(dir, {"write", "synthetic", plain, "--samples", "10", "--no-fsync"}).status,
+            0);
+  const CliResult pj = ferry_cli(dir, {"inspect", plain, "--json"});
+  ASSERT_NO_THROW(j = parse_json(pj.out)) << pj.out;
+  EXPECT_EQ(j["format_version"].number, 1);
+  EXPECT_EQ(j["schema"].array[0]["codec"].string, "none");
+  EXPECT_EQ(j["schema"].array[0]["compression_ratio"].number, 1);
+}
+
+TEST(Cli, BadCompressSpecsAreClearErrors) {
+  testing::TempDir dir;
+  const std::string path = dir.file("bad.ferry");
+  const auto run = [&](const std::string& spec) {
+    return ferry_cli(dir, {"write", "synthetic", path, "--samples", "10", "--compress", spec});
+  };
+  struct Case {
+    std::string spec;
+    int status;
+    std::string message;
+  };
+  for (const Case& c : {Case{"data", 2, "expected FIELD=CODEC[:LEVEL]"},
+                        Case{"data=gzip", 2, "unknown codec 'gzip' (known: none, lz4, zstd)"},
+                        Case{"data=zstd:99", 2, "level 99 out of range"},
+                        Case{"data=zstd:fast", 2, "level 'fast' is not an integer"},
+                        Case{"nope=lz4", 1, "no field named 'nope' (fields: data, label)"}}) {
+    const CliResult r = run(c.spec);
+    EXPECT_EQ(r.status, c.status) << c.spec << ": " << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << c.spec << ": " << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(path));
+  for (const auto& e : std::filesystem::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().find(".bad.ferry.tmp"), std::string::npos)
+        << "temporary file left behind";
 }
 
 }  // namespace

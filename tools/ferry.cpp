@@ -1,6 +1,7 @@
 // ferry: the command-line tool.
 //
 //   ferry write synthetic OUT --samples N [--shape 64] ...   make a synthetic file
+//     (every write subcommand: --compress FIELD=CODEC[:LEVEL], repeatable: lz4, zstd, none)
 //   ferry write idx OUT --images F [--labels F] ...          convert an IDX (MNIST-family) set
 //   ferry inspect FILE [--verify] [--json]                   describe a file, check checksums
 //   ferry bench FILE [...]                                   synchronous loop vs the Loader
@@ -20,6 +21,7 @@
 #include <exception>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -29,6 +31,7 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "ferry/codec.h"
 #include "ferry/error.h"
 #include "ferry/format.h"
 #include "ferry/importers.h"
@@ -266,12 +269,14 @@ struct WriteArgs {
   uint64_t seed = 0;
   // idx
   std::string images, labels;
+  std::vector<std::string> compress;  // FIELD=CODEC[:LEVEL]
 
   ferry::WriterOptions writer_options() const {
     ferry::WriterOptions o;
     o.page_size = page_size;
     o.alignment = alignment;
     o.fsync = !no_fsync;
+    o.codecs = ferry::parse_compress_specs(compress);
     return o;
   }
 };
@@ -285,6 +290,18 @@ void add_writer_options(CLI::App* cmd, WriteArgs& a) {
   cmd->add_option("--alignment", a.alignment, "Alignment of every field inside a page")
       ->capture_default_str();
   cmd->add_flag("--no-fsync", a.no_fsync, "Skip fsync on close (faster, not durable)");
+  cmd->add_option("--compress", a.compress,
+                  "Compress a field: FIELD=CODEC[:LEVEL] with CODEC lz4 (level 0 fast, 1-12 HC), "
+                  "zstd (level -7..22, 0 = 3) or none; repeatable")
+      ->allow_extra_args(false)
+      ->check([](const std::string& spec) {
+        try {
+          (void)ferry::parse_compress_specs(std::span<const std::string>(&spec, 1));
+          return std::string();
+        } catch (const ferry::InvalidArgument& e) {
+          return std::string(e.what());
+        }
+      });
 }
 
 /// One summary line on stdout, read back from the finished file so it reports what is on disk.
@@ -341,7 +358,12 @@ struct Section {
 };
 
 struct FieldStats {
-  uint64_t total = 0, min = UINT64_MAX, max = 0;
+  uint64_t total = 0, min = UINT64_MAX, max = 0;  // decoded (logical) bytes
+  uint64_t stored = 0;                            // bytes in the file
+  /// stored / decoded: 1 for an uncompressed field, 0.25 for a 4× compression.
+  double ratio() const {
+    return total ? static_cast<double>(stored) / static_cast<double>(total) : 1.0;
+  }
 };
 
 std::string shape_text(const std::vector<uint64_t>& shape) {
@@ -363,13 +385,16 @@ int run_inspect(const InspectArgs& a) {
   for (uint64_t s = 0; s < n; ++s) {
     const auto locs = L.sample_fields(s);
     for (size_t f = 0; f < locs.size(); ++f) {
-      stats[f].total += locs[f].length;
-      stats[f].min = std::min(stats[f].min, locs[f].length);
-      stats[f].max = std::max(stats[f].max, locs[f].length);
+      const uint64_t len = L.decoded_length(s, f);
+      stats[f].total += len;
+      stats[f].stored += locs[f].length;
+      stats[f].min = std::min(stats[f].min, len);
+      stats[f].max = std::max(stats[f].max, len);
     }
   }
-  uint64_t payload = 0, used = 0;
+  uint64_t payload = 0, stored = 0, used = 0;
   for (const auto& st : stats) payload += st.total;
+  for (const auto& st : stats) stored += st.stored;
   for (const auto& p : L.pages()) used += p.used;
 
   const std::vector<Section> sections = {
@@ -403,11 +428,14 @@ int run_inspect(const InspectArgs& a) {
         shape += (i ? "," : "") + std::to_string(spec.shape[i]);
       fields += fmt::format(
           "{}{{\"name\":{},\"kind\":\"{}\",\"dtype\":{},\"shape\":{},"
-          "\"bytes_min\":{},\"bytes_max\":{},\"bytes_mean\":{}}}",
+          "\"bytes_min\":{},\"bytes_max\":{},\"bytes_mean\":{},\"codec\":{},"
+          "\"stored_bytes\":{},\"decoded_bytes\":{},\"compression_ratio\":{}}}",
           f ? "," : "", json_string(spec.name), ndarray ? "ndarray" : "bytes",
           ndarray ? json_string(ferry::dtype_name(spec.dtype)) : "null",
           ndarray ? shape + "]" : "null", n ? stats[f].min : 0, stats[f].max,
-          json_number(static_cast<double>(stats[f].total) / nd));
+          json_number(static_cast<double>(stats[f].total) / nd),
+          json_string(ferry::codec_by_id(L.field_codec(f)).name()), stats[f].stored, stats[f].total,
+          json_number(stats[f].ratio()));
     }
     std::string secs;
     for (const auto& s : sections)
@@ -431,7 +459,7 @@ int run_inspect(const InspectArgs& a) {
         // Per-sample figures of an empty file are null (json_number turns NaN into null).
         json_number(n ? static_cast<double>(payload) / nd : NAN),
         json_number(n ? static_cast<double>(L.file_size()) / nd : NAN),
-        ferry::index_entry_size(schema.fields.size()), verify);
+        ferry::index_entry_size(schema.fields.size(), L.version()), verify);
   } else {
     fmt::print("{}\n", a.file);
     fmt::print("  format        ferry v{}, {} bytes ({}), header xxh64 {:016x}\n", h.version,
@@ -445,6 +473,7 @@ int run_inspect(const InspectArgs& a) {
                schema.fields.size() == 1 ? "" : "s");
     for (size_t f = 0; f < schema.fields.size(); ++f) {
       const auto& spec = schema.fields[f];
+      const std::string codec(ferry::codec_by_id(L.field_codec(f)).name());
       if (spec.kind == ferry::FieldKind::ndarray)
         fmt::print("    {:<12} ndarray {:<4} {:<16} {} B per sample\n", spec.name,
                    ferry::dtype_name(spec.dtype), shape_text(spec.shape),
@@ -454,12 +483,18 @@ int run_inspect(const InspectArgs& a) {
             "    {:<12} bytes                         mean {:.1f} B per sample (min {}, max {})\n",
             spec.name, static_cast<double>(stats[f].total) / nd, with_commas(n ? stats[f].min : 0),
             with_commas(stats[f].max));
+      // Every field's codec and stored/decoded ratio (1.000 when stored as is).
+      fmt::print("    {:<12} codec {:<5} {} stored / {} decoded = ratio {:.3f}\n", "", codec,
+                 with_commas(stats[f].stored), with_commas(stats[f].total), stats[f].ratio());
     }
     if (n > 0)
       fmt::print(
-          "  bytes/sample  {:.1f} payload, {:.1f} on disk (file size / samples), {} in the index\n",
-          static_cast<double>(payload) / nd, static_cast<double>(L.file_size()) / nd,
-          ferry::index_entry_size(schema.fields.size()));
+          "  bytes/sample  {:.1f} payload ({:.1f} stored), {:.1f} on disk (file size / samples), "
+          "{} "
+          "in the index\n",
+          static_cast<double>(payload) / nd, static_cast<double>(stored) / nd,
+          static_cast<double>(L.file_size()) / nd,
+          ferry::index_entry_size(schema.fields.size(), L.version()));
     fmt::print("  sections      {:>16} {:>16}\n", "offset", "bytes");
     for (const auto& s : sections)
       fmt::print("    {:<12}{:>16} {:>16}  {}\n", s.name, with_commas(s.offset),
@@ -540,7 +575,7 @@ RunResult run_baseline(const BenchArgs& a, const ferry::LoaderOptions& opt,
   std::vector<uint64_t> sample_pages(n);
   for (uint64_t s = 0; s < n; ++s) sample_pages[s] = L.sample_page(s);
   std::vector<std::vector<uint8_t>> buffers(nf);
-  for (size_t f = 0; f < nf; ++f) buffers[f].resize(L.top_k_field_bytes(f, opt.batch_size));
+  for (size_t f = 0; f < nf; ++f) buffers[f].resize(L.top_k_decoded_bytes(f, opt.batch_size));
   std::vector<uint8_t> scratch;
   std::vector<uint64_t> fill(nf);
   ferry::OrderOptions oo;

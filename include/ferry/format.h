@@ -5,6 +5,8 @@
 /// docs/format.md specifies the bytes. In short: header (magic, version, schema, counts, section
 /// offsets, xxh64) | data region of pages | page table (used bytes + xxh64 per page) | sample index
 /// (page + offset/length of each field per sample) | footer (checksums, end magic).
+/// Version 2 (written only when a field is compressed) adds a codec id per field to the schema
+/// block and a decoded length per field to each index entry.
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -12,11 +14,18 @@
 #include <string_view>
 #include <vector>
 
+#include "ferry/codec.h"
+
 namespace ferry {
 
 inline constexpr char kMagic[8] = {'F', 'E', 'R', 'R', 'Y', 'D', 'S', '1'};
 inline constexpr char kEndMagic[8] = {'F', 'E', 'R', 'R', 'Y', 'E', 'N', 'D'};
-inline constexpr uint32_t kFormatVersion = 1;
+/// The newest version (per-field codecs). Files without a compressed field are written as
+/// version 1, byte for byte what earlier writers produced; readers accept both.
+inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kFormatVersion1 = 1;
+/// Largest decoded length of one compressed field of one sample (checked at write and open).
+inline constexpr uint64_t kMaxDecodedLength = 1ull << 30;
 inline constexpr uint64_t kDefaultPageSize = 2u << 20;  // 2 MiB
 inline constexpr uint64_t kMinPageSize = 4096;
 inline constexpr uint64_t kMaxPageSize = 1ull << 30;
@@ -97,6 +106,8 @@ class Layout {
   uint64_t file_size() const { return file_size_; }
   uint64_t header_xxh64() const { return header_xxh64_; }
   const std::vector<PageInfo>& pages() const { return pages_; }
+  /// 1 or 2 (see kFormatVersion).
+  uint32_t version() const { return version_; }
 
   /// File offset of page `p`.
   uint64_t page_offset(uint64_t p) const { return data_offset_ + p * page_size_; }
@@ -104,7 +115,8 @@ class Layout {
   std::span<const uint64_t> sample_pages() const { return sample_pages_; }
   /// First page of `sample`.
   uint64_t sample_page(uint64_t sample) const { return sample_pages_[sample]; }
-  /// Location of every field of `sample` (schema().fields.size() entries).
+  /// Location of every field of `sample` (schema().fields.size() entries). Lengths are *stored*
+  /// bytes (compressed for a compressed field); decoded_length() gives the value's size.
   std::span<const FieldLoc> sample_fields(uint64_t sample) const {
     const size_t nf = schema_.fields.size();
     return {field_locs_.data() + sample * nf, nf};
@@ -120,6 +132,22 @@ class Layout {
   /// bound for any batch of k samples; how batch buffers for bytes fields are sized).
   uint64_t max_field_length(size_t f) const;
   uint64_t top_k_field_bytes(size_t f, uint64_t k) const;
+
+  /// How field `f` is stored (CodecId::none in version-1 files).
+  CodecId field_codec(size_t f) const { return codecs_.empty() ? CodecId::none : codecs_.at(f); }
+  /// True if any field is compressed (then the file is version 2).
+  bool any_compressed() const { return any_compressed_; }
+  /// Bytes of field `f` of `sample` once decoded (== the stored length when uncompressed).
+  uint64_t decoded_length(uint64_t sample, size_t f) const {
+    const size_t i = sample * schema_.fields.size() + f;
+    return decoded_lengths_.empty() ? field_locs_[i].length : decoded_lengths_[i];
+  }
+  /// max_field_length / top_k_field_bytes over decoded lengths: what batch buffers need.
+  uint64_t max_decoded_length(size_t f) const;
+  uint64_t top_k_decoded_bytes(size_t f, uint64_t k) const;
+  /// Sum over samples of field `f`'s stored and decoded bytes (for compression ratios).
+  uint64_t total_stored_bytes(size_t f) const;
+  uint64_t total_decoded_bytes(size_t f) const;
 
   /// Parses and validates the header, page table and index of `path` read through `read_at`.
   /// `read_at(offset, length, dst)` must fill dst exactly or throw. Throws FormatError naming the
@@ -141,6 +169,13 @@ class Layout {
   std::vector<uint64_t> sample_pages_;
   std::vector<FieldLoc> field_locs_;   // num_samples * num_fields
   std::vector<uint64_t> max_lengths_;  // per field
+  uint32_t version_ = kFormatVersion1;
+  std::vector<CodecId> codecs_;            // per field; empty in version 1
+  std::vector<uint64_t> decoded_lengths_;  // num_samples * num_fields; empty in version 1
+  std::vector<uint64_t> max_decoded_;      // per field
+  bool any_compressed_ = false;
+
+  uint64_t top_k(size_t f, uint64_t k, bool decoded) const;
 };
 
 /// Fixed-size part of the header, as stored (little-endian). See docs/format.md.
@@ -173,10 +208,14 @@ struct Footer {
 };
 static_assert(sizeof(Footer) == 32);
 
-/// Bytes of one index entry for a schema with `num_fields` fields: u64 page + 2×u64 per field.
-inline uint64_t index_entry_size(uint64_t num_fields) { return 8 + 16 * num_fields; }
+/// Bytes of one index entry for a schema with `num_fields` fields: u64 page + 2×u64 per field
+/// (offset, length) in version 1; 3×u64 per field (offset, stored length, decoded length) in 2.
+inline uint64_t index_entry_size(uint64_t num_fields, uint32_t version = kFormatVersion1) {
+  return 8 + (version >= 2 ? 24 : 16) * num_fields;
+}
 
-/// Serialises the schema block (what follows HeaderPrefix). Used by the writer.
-std::vector<uint8_t> encode_schema(const Schema& schema);
+/// Serialises the schema block (what follows HeaderPrefix). Used by the writer. With `codecs`
+/// (one per field: a version-2 file) the block ends with one u8 codec id per field.
+std::vector<uint8_t> encode_schema(const Schema& schema, std::span<const CodecId> codecs = {});
 
 }  // namespace ferry

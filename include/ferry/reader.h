@@ -48,10 +48,14 @@ class Reader {
   Source& source() const { return *source_; }
   const std::shared_ptr<Source>& shared_source() const { return source_; }
 
-  /// The fields of sample `id`. Zero-copy when the source can view() the bytes; otherwise the
+  /// The fields of sample `id`, decoded (a compressed field is decoded into `scratch`).
+  /// Uncompressed fields are zero-copy when the source can view() the bytes; otherwise the
   /// sample's extent is read into `scratch` and the views point there (valid until scratch
-  /// changes). Throws InvalidArgument if id >= num_samples().
+  /// changes). Throws InvalidArgument if id >= num_samples(), FormatError (naming the file,
+  /// sample, field and codec) if a compressed field does not decode.
   std::vector<FieldView> sample(uint64_t id, std::vector<uint8_t>& scratch) const;
+  /// The fields of sample `id` as stored in the file (compressed fields still compressed).
+  std::vector<FieldView> sample_stored(uint64_t id, std::vector<uint8_t>& scratch) const;
 
   /// Reads the used bytes of page `p` into `out` (resized).
   void read_page(uint64_t p, std::vector<uint8_t>& out) const;

@@ -8,11 +8,13 @@
 /// (an exception, an early return) removes the temporary file, so `path` never holds a partial
 /// file. A Writer is used from one thread.
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "ferry/codec.h"
 #include "ferry/format.h"
 
 namespace ferry {
@@ -21,7 +23,16 @@ struct WriterOptions {
   uint64_t page_size = kDefaultPageSize;   ///< power of two in [4 KiB, 1 GiB]
   uint32_t alignment = kDefaultAlignment;  ///< power of two >= every dtype size, <= 4096
   bool fsync = true;                       ///< fsync file and folder on close (durability)
+  /// Codec by field name; fields not named are stored as is. Every name must be a schema
+  /// field (else InvalidArgument). With any field compressed the file is format version 2
+  /// (docs/format.md), otherwise version 1. Each sample's value of a field is compressed on
+  /// its own at append; compressed fields are not aligned (only plain ones are viewed in place).
+  std::map<std::string, CodecChoice> codecs = {};
 };
+
+/// Parses "FIELD=CODEC[:LEVEL]" specs (the CLI's --compress) into WriterOptions::codecs.
+/// Throws InvalidArgument naming the bad spec.
+std::map<std::string, CodecChoice> parse_compress_specs(std::span<const std::string> specs);
 
 /// The bytes of one field of one sample.
 struct FieldData {

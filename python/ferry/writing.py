@@ -77,11 +77,23 @@ class _Progress:
         sys.stderr.flush()
 
 
-def write(path, fields, page_size=2 << 20, alignment=64):
+def _check_compression(compression):
+    if compression is None:
+        return None
+    if not isinstance(compression, dict):
+        raise TypeError("compression must be a dict of field name -> 'lz4', 'zstd', 'zstd:LEVEL' "
+                        f"or None, got {type(compression).__name__}")
+    return compression
+
+
+def write(path, fields, page_size=2 << 20, alignment=64, compression=None):
     """Writes a .ferry file from columns.
 
     fields: dict of name -> numpy array (or torch tensor) with one row per sample, or a sequence
     of bytes objects for a variable-length field. All columns must have the same length.
+    compression: optional dict of field name -> codec ("lz4", "zstd", "zstd:3", "lz4:9" for
+    LZ4-HC; None stores the field as is). Each sample's value is compressed on its own; the
+    loader decodes it. A file with a compressed field is format version 2.
     The file appears under `path` only when complete (written to a temporary file, then renamed).
     Returns the number of samples written.
     """
@@ -109,7 +121,7 @@ def write(path, fields, page_size=2 << 20, alignment=64):
         if n is not None and count != n:
             raise ValueError(f"field {name!r} has {count} samples, earlier fields have {n}")
         n = count
-    w = _ferry.Writer(os.fspath(path), schema, page_size, alignment)
+    w = _ferry.Writer(os.fspath(path), schema, page_size, alignment, _check_compression(compression))
     try:
         w.append_batch(columns, n)
         w.close()
@@ -127,9 +139,11 @@ def _sample_dict(sample):
     return {"f0": sample}
 
 
-def write_from(dataset, path, page_size=2 << 20, alignment=64, chunk=1024, progress=None):
+def write_from(dataset, path, page_size=2 << 20, alignment=64, chunk=1024, progress=None,
+               compression=None):
     """Writes every sample of a map-style dataset (len() and [i] returning a dict, or a tuple,
     of arrays / tensors / scalars / bytes) to `path`. Tuples become fields f0, f1, ...
+    compression: as for write() (field names as in the file: f0, f1, ... for tuples).
     The schema comes from sample 0; later samples must match it. A progress bar goes to stderr
     when it is a terminal (progress=True/False forces it). Atomic like write().
     """
@@ -145,7 +159,7 @@ def write_from(dataset, path, page_size=2 << 20, alignment=64, chunk=1024, progr
             arr, kind = _to_numpy(name, value)
             schema.append({"name": str(name), "kind": "ndarray", "dtype": kind, "shape": tuple(arr.shape)})
     bar = _Progress(n, f"writing {os.path.basename(os.fspath(path))}", progress)
-    w = _ferry.Writer(os.fspath(path), schema, page_size, alignment)
+    w = _ferry.Writer(os.fspath(path), schema, page_size, alignment, _check_compression(compression))
     try:
         for start in range(0, n, chunk):
             rows = [first if i == 0 else _sample_dict(dataset[i]) for i in range(start, min(n, start + chunk))]

@@ -3,9 +3,11 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <map>
 
 #include "bindings.h"
 #include "convert.h"
+#include "ferry/codec.h"
 #include "ferry/error.h"
 #include "ferry/importers.h"
 #include "ferry/order.h"
@@ -54,6 +56,31 @@ std::vector<Column> columns_from_python(const Schema& schema, const py::list& co
   return out;
 }
 
+/// {"image": "zstd:3", "label": None} -> WriterOptions::codecs (None: stored as is). Field names
+/// are checked by the Writer against the schema.
+std::map<std::string, CodecChoice> codecs_from_python(const py::object& compression) {
+  std::map<std::string, CodecChoice> out;
+  if (compression.is_none()) return out;
+  if (!py::isinstance<py::dict>(compression))
+    throw py::type_error(
+        "compression must be a dict of field name -> codec ('lz4', 'zstd', "
+        "'zstd:3') or None");
+  for (const auto& [key, value] : compression.cast<py::dict>()) {
+    if (!py::isinstance<py::str>(key)) throw py::type_error("compression: field names must be str");
+    const std::string name = key.cast<std::string>();
+    if (value.is_none()) continue;
+    if (!py::isinstance<py::str>(value))
+      throw py::type_error("compression of field '" + name +
+                           "': expected a codec name such as 'lz4', 'zstd' or 'zstd:3', or None");
+    try {
+      out[name] = CodecChoice::parse(value.cast<std::string>());
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument("compression of field '" + name + "': " + e.what());
+    }
+  }
+  return out;
+}
+
 py::object field_to_python(const FieldSpec& spec, const FieldView& v) {
   if (spec.kind == FieldKind::bytes)
     return py::bytes(reinterpret_cast<const char*>(v.data), v.size);
@@ -68,14 +95,15 @@ py::object field_to_python(const FieldSpec& spec, const FieldView& v) {
 void bind_format(py::module_& m) {
   py::class_<Writer>(m, "Writer", "Streaming, atomic writer (see ferry.write / ferry.write_from)")
       .def(py::init([](const std::string& path, const py::list& schema, uint64_t page_size,
-                       uint32_t alignment) {
+                       uint32_t alignment, const py::object& compression) {
              WriterOptions o;
              o.page_size = page_size;
              o.alignment = alignment;
+             o.codecs = codecs_from_python(compression);
              return std::make_unique<Writer>(path, schema_from_python(schema), o);
            }),
            py::arg("path"), py::arg("schema"), py::arg("page_size") = kDefaultPageSize,
-           py::arg("alignment") = kDefaultAlignment)
+           py::arg("alignment") = kDefaultAlignment, py::arg("compression") = py::none())
       .def(
           "append_batch",
           [](Writer& w, const py::list& columns, uint64_t n) {
@@ -107,6 +135,17 @@ void bind_format(py::module_& m) {
       .def_property_readonly("page_size", [](const Reader& r) { return r.layout().page_size(); })
       .def_property_readonly("num_pages", [](const Reader& r) { return r.layout().num_pages(); })
       .def_property_readonly("file_size", [](const Reader& r) { return r.layout().file_size(); })
+      .def_property_readonly("format_version", [](const Reader& r) { return r.layout().version(); })
+      .def_property_readonly(
+          "codecs",
+          [](const Reader& r) {
+            py::dict out;
+            for (size_t f = 0; f < r.schema().fields.size(); ++f)
+              out[py::str(r.schema().fields[f].name)] =
+                  py::str(std::string(codec_by_id(r.layout().field_codec(f)).name()));
+            return out;
+          },
+          "Each field's codec: 'none', 'lz4' or 'zstd'")
       .def(
           "sample",
           [](const Reader& r, uint64_t id) {
@@ -127,13 +166,15 @@ void bind_format(py::module_& m) {
   m.def(
       "import_idx",
       [](const std::string& images, const std::string& labels, const std::string& out,
-         uint64_t page_size) {
+         uint64_t page_size, const py::object& compression) {
         WriterOptions o;
         o.page_size = page_size;
+        o.codecs = codecs_from_python(compression);
         py::gil_scoped_release nogil;
         return import_idx(images, labels, out, o);
       },
       py::arg("images"), py::arg("labels"), py::arg("out"), py::arg("page_size") = kDefaultPageSize,
+      py::arg("compression") = py::none(),
       "Converts IDX files (MNIST family, gzip or raw) into a .ferry file with fields image and "
       "label");
 

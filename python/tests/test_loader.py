@@ -156,7 +156,7 @@ def test_stats_and_report(small_file):
     labels_of(loader)
     stats = loader.stats()
     assert stats["samples"] == 1000 and stats["batches"] == 10
-    assert {s["name"] for s in stats["stages"]} == {"read", "ops", "transform"}
+    assert {s["name"] for s in stats["stages"]} == {"read", "decode", "ops", "transform"}
     assert "bottleneck:" in loader.report()
 
 

@@ -1,5 +1,6 @@
 #include "batch_layout.h"
 
+#include "ferry/codec.h"
 #include "ferry/error.h"
 
 namespace ferry {
@@ -30,17 +31,18 @@ BatchLayout BatchLayout::make(const Layout& layout, const std::vector<std::strin
     const size_t f = schema.index_of(name);
     const FieldSpec& stored = schema.fields[f];
     out.file_field.push_back(f);
+    out.compressed.push_back(layout.field_codec(f) != CodecId::none);
     const FieldPipelineSpec* chain = nullptr;
     for (const auto& c : pipeline)
       if (c.field == name) chain = &c;
     if (!chain || chain->ops.empty()) {
       out.fields.push_back(stored);
-      out.capacity.push_back(layout.top_k_field_bytes(f, batch_size));
+      out.capacity.push_back(layout.top_k_decoded_bytes(f, batch_size));
       out.pipelines.push_back(nullptr);
       continue;
     }
-    auto p =
-        std::make_unique<FieldPipeline>(*chain, ValueSpec::of(stored, layout.max_field_length(f)));
+    auto p = std::make_unique<FieldPipeline>(*chain,
+                                             ValueSpec::of(stored, layout.max_decoded_length(f)));
     out.fields.push_back(output_field(name, p->output()));
     out.capacity.push_back(batch_size * p->output().max_bytes());
     out.pipeline_canonical += p->canonical() + "\n";

@@ -18,6 +18,8 @@ struct BatchLayout {
   std::vector<uint64_t> capacity;  ///< bytes of each field's buffer in one batch
   /// Per field: its op chain, or null when the field's bytes are copied as stored.
   std::vector<std::unique_ptr<FieldPipeline>> pipelines;
+  /// Per field: stored compressed (format v2): decoded as the first step of its chain.
+  std::vector<bool> compressed;
   std::string pipeline_canonical;  ///< every chain's canonical text (the resume fingerprint)
 
   /// Throws InvalidArgument for an unknown field (in `names` or the pipeline) and for any bad
@@ -26,7 +28,7 @@ struct BatchLayout {
                           uint64_t batch_size, const PipelineSpec& pipeline);
 
   /// True when field f is written by its chain (or decoded) rather than copied as stored.
-  bool processed(size_t f) const { return pipelines[f] != nullptr; }
+  bool processed(size_t f) const { return pipelines[f] != nullptr || compressed[f]; }
 };
 
 }  // namespace ferry

@@ -52,6 +52,10 @@ class Worker {
   void size_staging(BatchSlot& s, WorkerContext& ctx) const;
   // worker.cpp
   void run_pipelines(BatchSlot& s, WorkerContext& ctx, uint64_t epoch);
+  /// One processed field of sample i: decode (compressed fields), then the chain, into `dst`.
+  uint64_t process_field(const BatchSlot& s, uint64_t i, size_t f, std::span<const uint8_t> stored,
+                         std::span<uint8_t> dst, WorkerContext& ctx, uint64_t epoch,
+                         uint64_t& decode_ns);
   void run_transform(BatchSlot& s, WorkerContext& ctx);
   /// Records a failed sample. Returns false if the batch must stop (on_error=raise).
   bool sample_failed(BatchSlot& s, uint64_t i, std::string_view what, const std::exception& e,
@@ -66,6 +70,7 @@ class Worker {
   const uint8_t* file_base_;       // whole-file view (mmap): the zero-syscall fast path
   std::vector<size_t> processed_;  // loader field indices with a chain
   StageTimer& read_timer_;
+  StageTimer& decode_timer_;
   StageTimer& ops_timer_;
   StageTimer& transform_timer_;
 };
