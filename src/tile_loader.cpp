@@ -19,6 +19,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include "util.h"
+
 namespace ferry {
 
 namespace {
@@ -33,18 +35,7 @@ double seconds_since(Clock::time_point t0) {
 
 std::string quoted(const std::string& key) { return "'" + key + "'"; }
 
-std::string human_bytes(uint64_t b) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, kUnits[u]);
-  return buf;
-}
+std::string human_bytes(uint64_t b) { return detail::human_bytes(static_cast<double>(b)); }
 
 /// A one-line bar on stderr: "\r[#####-----] 42/100  3.1/s". Only drawn on a terminal.
 class ProgressBar {

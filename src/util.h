@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -87,6 +88,24 @@ inline uint64_t mix_seed(uint64_t a, uint64_t b) {
 using Clock = std::chrono::steady_clock;
 inline double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+/// printf of one double ("%.2f s"): the report and table code's one formatting helper.
+inline std::string printf_double(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+/// "512 B", "1.5 KiB", "3.2 GiB": binary units, one decimal above bytes.
+inline std::string human_bytes(double bytes) {
+  static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  return printf_double(u ? "%.1f " : "%.0f ", bytes) + kUnits[u];
 }
 
 }  // namespace ferry::detail

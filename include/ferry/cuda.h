@@ -39,6 +39,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -105,7 +106,7 @@ struct DeviceField {
   std::span<const uint64_t> host_offsets;  ///< the same offsets in host memory (bytes fields)
 };
 
-/// Internal (src/cuda_stage.cpp): a ring slot and the state shared with the batches.
+/// Internal (src/cuda/ring.h): a ring slot and the state shared with the batches.
 struct DeviceSlot;
 class DeviceRing;
 
@@ -184,7 +185,17 @@ class DeviceLoader {
   /// The next batch, ordered on `consumer_stream` after its copy (see the stream rule), or the
   /// empty DeviceBatch at the end of the epoch (the following call starts the next one).
   DeviceBatch next(CudaStream consumer_stream);
+  /// As next(), but throws TimeoutError when no batch is ready within `timeout`.
   DeviceBatch next(CudaStream consumer_stream, std::chrono::milliseconds timeout);
+  /// As next(), but returns no batch when none is ready within `timeout` (the loader keeps
+  /// running; call again). Any timeout is valid: huge values wait long, never overflow.
+  std::optional<DeviceBatch> try_next(CudaStream consumer_stream,
+                                      std::chrono::milliseconds timeout);
+  /// Stops the copier and the host loader and wakes every thread blocked in next()/try_next(),
+  /// which then throw ShutdownError("device loader closed"). Idempotent; any thread. Batches the
+  /// consumer holds stay valid; metrics(), options() and fields() still answer; every other call
+  /// throws ShutdownError.
+  void close();
 
   /// Restarts at the first batch of `epoch`, discarding batches copied ahead.
   void set_epoch(uint64_t epoch);

@@ -7,23 +7,14 @@
 #include "ferry/error.h"
 #include "ferry/loader.h"
 #include "loader_metrics.h"
+#include "util.h"
 
 namespace ferry {
 
 namespace {
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
-std::string human_bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) b /= 1024, ++u;
-  return fmt(u ? "%.1f " : "%.0f ", b) + units[u];
-}
+using detail::human_bytes;
+std::string fmt(const char* f, double v) { return detail::printf_double(f, v); }
 
 std::string human_rate(double v) {
   if (v >= 1e6) return fmt("%.2fM", v / 1e6);

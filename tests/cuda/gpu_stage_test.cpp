@@ -3,6 +3,7 @@
 // Every test skips where no CUDA device is visible (a CUDA build on a machine without a GPU).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
+#include <atomic>
 
 #include <algorithm>
 #include <chrono>
@@ -378,6 +379,47 @@ TEST_F(GpuStageTest, TimeoutLeavesTheLoaderUsable) {
   DeviceBatch b = dl.next(stream.get());
   ASSERT_TRUE(b);
   EXPECT_EQ(b.index(), 0u);
+}
+
+TEST_F(GpuStageTest, TryNextReturnsNoBatchOnTimeoutAndHugeTimeoutsWait) {
+  TestStream stream;
+  LoaderOptions o = options(16, 1);
+  o.transform = [](SampleSlot&) { std::this_thread::sleep_for(std::chrono::milliseconds(2)); };
+  DeviceLoader dl(fixed_, o);
+  EXPECT_FALSE(dl.try_next(stream.get(), std::chrono::milliseconds(0)).has_value());
+  auto b = dl.try_next(stream.get(), std::chrono::milliseconds::max());
+  ASSERT_TRUE(b.has_value());
+  ASSERT_TRUE(*b);
+  EXPECT_EQ(b->index(), 0u);
+}
+
+TEST_F(GpuStageTest, CloseWakesABlockedNextAndHeldBatchesStayValid) {
+  TestStream stream;
+  LoaderOptions o = options(16, 1);
+  std::atomic<bool> gate{false};
+  o.transform = [&](SampleSlot&) {
+    while (!gate) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  DeviceLoader dl(fixed_, o);
+  std::exception_ptr waiter_error;
+  std::thread waiter([&] {
+    try {
+      dl.next(stream.get());
+    } catch (...) {
+      waiter_error = std::current_exception();
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  gate = true;  // the workers may finish; close() must still win or hand out a batch first
+  dl.close();
+  waiter.join();
+  if (waiter_error) {
+    EXPECT_THROW(std::rethrow_exception(waiter_error), ShutdownError);
+  }
+  EXPECT_THROW(dl.next(stream.get()), ShutdownError);
+  EXPECT_THROW(dl.set_epoch(1), ShutdownError);
+  dl.close();  // idempotent
+  EXPECT_GE(dl.metrics().batches, 0u);
 }
 
 TEST_F(GpuStageTest, CapacityErrorWhenTheConsumerHoldsEveryBuffer) {
