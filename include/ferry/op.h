@@ -34,17 +34,32 @@ struct ValueSpec {
   DType dtype = DType::u8;      ///< ndarray only
   std::vector<uint64_t> shape;  ///< ndarray only; empty for a scalar
   uint64_t max_size = 0;        ///< bytes only: the most bytes one sample's value may have
+  /// ndarray only: the shape varies per sample (a decoded image). `shape` holds the extents
+  /// known at setup and 0 for the varying ones ([0,0,3]); the value is a VariableArray (below)
+  /// pointing into the sample's arena. Only an intermediate: the op after it must accept it,
+  /// and a chain whose output is variable fails at construction.
+  bool variable = false;
 
   static ValueSpec array(DType dtype, std::vector<uint64_t> shape);
   static ValueSpec bytes(uint64_t max_size);
+  /// A per-sample shape (0 = varies), see `variable`.
+  static ValueSpec variable_array(DType dtype, std::vector<uint64_t> shape);
   static ValueSpec of(const FieldSpec& field, uint64_t max_bytes_length);
   bool is_array() const { return kind == FieldKind::ndarray; }
   uint64_t num_elements() const;
-  /// ndarray: the value's exact size; bytes: max_size.
+  /// ndarray: the value's exact size; variable: sizeof(VariableArray); bytes: max_size.
   uint64_t max_bytes() const;
   /// "f32[3,224,224]" or "bytes(<= 123456)".
   std::string to_string() const;
   bool operator==(const ValueSpec&) const = default;
+};
+
+/// The value of a `variable` spec: the sample's shape and a pointer to its elements (C order),
+/// which live in the producing op's ctx.arena until the sample ends.
+struct VariableArray {
+  const uint8_t* data = nullptr;
+  uint32_t ndim = 0;
+  uint64_t shape[4] = {0, 0, 0, 0};
 };
 
 /// A deterministic generator for one sample's randomness (SplitMix64 stream): the same

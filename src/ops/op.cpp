@@ -21,6 +21,12 @@ ValueSpec ValueSpec::bytes(uint64_t max_size) {
   return ValueSpec{FieldKind::bytes, DType::u8, {}, max_size};
 }
 
+ValueSpec ValueSpec::variable_array(DType dtype, std::vector<uint64_t> shape) {
+  ValueSpec v = array(dtype, std::move(shape));
+  v.variable = true;
+  return v;
+}
+
 ValueSpec ValueSpec::of(const FieldSpec& field, uint64_t max_bytes_length) {
   return field.kind == FieldKind::ndarray ? array(field.dtype, field.shape)
                                           : bytes(max_bytes_length);
@@ -33,14 +39,16 @@ uint64_t ValueSpec::num_elements() const {
 }
 
 uint64_t ValueSpec::max_bytes() const {
+  if (variable) return sizeof(VariableArray);
   return is_array() ? num_elements() * dtype_size(dtype) : max_size;
 }
 
 std::string ValueSpec::to_string() const {
   if (!is_array()) return "bytes(<= " + std::to_string(max_size) + ")";
   std::string s = std::string(dtype_name(dtype)) + "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? "," : "") + (variable && shape[i] == 0 ? std::string("?") : std::to_string(shape[i]));
+  return s + (variable ? "] (shape varies per sample)" : "]");
 }
 
 // ---- SampleRng ----

@@ -16,6 +16,13 @@ std::unique_ptr<Op> make_normalize(const OpArgs& args);
 std::unique_ptr<Op> make_reshape(const OpArgs& args);
 std::unique_ptr<Op> make_unsqueeze(const OpArgs& args);
 std::unique_ptr<Op> make_flip(const OpArgs& args);
+std::unique_ptr<Op> make_decode(const OpArgs& args);
+std::unique_ptr<Op> make_resize(const OpArgs& args);
+std::unique_ptr<Op> make_center_crop(const OpArgs& args);
+std::unique_ptr<Op> make_random_resized_crop(const OpArgs& args);
+std::unique_ptr<Op> make_random_horizontal_flip(const OpArgs& args);
+std::unique_ptr<Op> make_color_jitter(const OpArgs& args);
+std::unique_ptr<Op> make_to_chw(const OpArgs& args);
 
 /// A double as JSON text that parses back to the same value (%.17g; std::to_string keeps 6
 /// decimals, which would change an op rebuilt from its args_json()).
@@ -30,6 +37,10 @@ inline void require_array(const ValueSpec& in, std::string_view op) {
   if (!in.is_array())
     throw InvalidArgument("needs an ndarray input, got " + in.to_string() +
                           "; decode the field first ('" + std::string(op) + "' works on arrays)");
+  if (in.variable)
+    throw InvalidArgument("needs a fixed-shape input, got " + in.to_string() +
+                          "; bring images to one size first (resize to [h,w], center_crop or "
+                          "random_resized_crop)");
 }
 
 /// Resolves a possibly negative axis against `ndim`; throws InvalidArgument when out of range.

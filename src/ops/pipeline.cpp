@@ -106,6 +106,11 @@ FieldPipeline::FieldPipeline(const FieldPipelineSpec& spec, const ValueSpec& inp
     }
   }
   const ValueSpec& out = specs_.back();
+  if (out.variable)
+    throw InvalidArgument(where(ops_.size() - 1, ops_.back()->name()) + "its output " +
+                          out.to_string() +
+                          " never reaches a fixed shape; follow it with resize to [h,w], "
+                          "center_crop or random_resized_crop");
   if (!out.is_array() && out.max_size == 0 && !ops_.empty())
     throw InvalidArgument("field '" + field_ + "': the chain's output " + out.to_string() +
                           " has no size bound; end it with an op of fixed output shape");

@@ -16,9 +16,18 @@ using Factory = std::unique_ptr<Op> (*)(const OpArgs&);
 
 const std::map<std::string, Factory, std::less<>>& table() {
   static const std::map<std::string, Factory, std::less<>> ops = {
-      {"cast", ops::make_cast},       {"normalize", ops::make_normalize},
-      {"reshape", ops::make_reshape}, {"unsqueeze", ops::make_unsqueeze},
+      {"cast", ops::make_cast},
+      {"normalize", ops::make_normalize},
+      {"reshape", ops::make_reshape},
+      {"unsqueeze", ops::make_unsqueeze},
       {"flip", ops::make_flip},
+      {"decode", ops::make_decode},
+      {"resize", ops::make_resize},
+      {"center_crop", ops::make_center_crop},
+      {"random_resized_crop", ops::make_random_resized_crop},
+      {"random_horizontal_flip", ops::make_random_horizontal_flip},
+      {"color_jitter", ops::make_color_jitter},
+      {"to_chw", ops::make_to_chw},
   };
   return ops;
 }
