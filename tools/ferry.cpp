@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -388,6 +389,20 @@ int run_write_images(WriteArgs a, bool tar) {
     if (list) std::fclose(list);
   }
   return 0;
+}
+
+/// `ferry preview` is the Python module ferry.preview (PIL draws the grid): exec it with the
+/// same arguments, so both spellings behave identically. FERRY_PYTHON overrides the interpreter.
+int run_preview(const std::vector<std::string>& args) {
+  const char* env = std::getenv("FERRY_PYTHON");
+  const std::string python = env && *env ? env : "python3";
+  std::vector<std::string> argv_s = {python, "-m", "ferry.preview"};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv_c;
+  for (auto& s : argv_s) argv_c.push_back(s.data());
+  argv_c.push_back(nullptr);
+  ::execvp(python.c_str(), argv_c.data());
+  throw ferry::IoError("ferry preview: cannot run '" + python + " -m ferry.preview'", errno);
 }
 
 int run_write_idx(const WriteArgs& a) {
@@ -800,6 +815,14 @@ int main(int argc, char** argv) {
   add_writer_options(tar, w, false);
   add_image_options(tar, w);
 
+  std::vector<std::string> preview_args;
+  CLI::App* preview = app.add_subcommand(
+      "preview",
+      "Contact sheet of augmented samples: FILE --transforms spec.json --out grid.png "
+      "[-n 16 --seed S --field image] (runs python3 -m ferry.preview)");
+  preview->prefix_command();
+  preview->allow_extras();
+
   InspectArgs ia;
   CLI::App* inspect =
       app.add_subcommand("inspect", "Describe a .ferry file; --verify checks every checksum");
@@ -851,6 +874,7 @@ int main(int argc, char** argv) {
     if (synthetic->parsed()) return run_write_synthetic(w);
     if (idx->parsed()) return run_write_idx(w);
     if (imagefolder->parsed()) return run_write_images(w, false);
+    if (preview->parsed()) return run_preview(preview->remaining());
     if (tar->parsed()) return run_write_images(w, true);
     if (inspect->parsed()) return run_inspect(ia);
     if (bench->parsed()) return run_bench(ba);

@@ -75,6 +75,13 @@ class Loader:
         # Per-field converters, built once: _convert runs for every batch.
         self._converters = {f["name"]: _converter(f) for f in self._engine.fields} if output == "torch" else None
 
+    def preview(self, n=16, path=None, seed=0, field="image"):
+        """Contact sheet (PIL image; also written to `path` as PNG) of n samples of `field`
+        after this loader's pipeline, normalization undone for display (ferry/preview.py)."""
+        from ferry.preview import preview
+        return preview(self.path, json.loads(self._args["pipeline"] or "[]"), path, n=n, seed=seed,
+                       field=field)
+
     def _make_engine(self, resume_json):
         if self.device.startswith("cuda"):
             make = getattr(_ferry, "DeviceLoader", None)
