@@ -213,8 +213,8 @@ ImageImportResult write_items(std::vector<Item>& items, bool load, const std::st
   }
   if (!o.skip_errors && !result.skipped.empty())  // the Writer's destructor removes the temp file
     throw FormatError(std::to_string(result.skipped.size()) + " unreadable input file" +
-                      (result.skipped.size() == 1 ? "" : "s") + " (on_error=raise), first: " +
-                      result.skipped.front());
+                      (result.skipped.size() == 1 ? "" : "s") +
+                      " (on_error=raise), first: " + result.skipped.front());
   if (result.written == 0) throw InvalidArgument("no readable image found: nothing to write");
   writer.close();
   return result;
@@ -236,8 +236,8 @@ bool has_image_extension(const std::string& name) {
 std::vector<std::string> class_files(const fs::path& class_dir) {
   std::vector<std::pair<std::string, std::string>> found;  // (folder, file name)
   std::error_code ec;
-  fs::recursive_directory_iterator it(
-      class_dir, fs::directory_options::follow_directory_symlink, ec);
+  fs::recursive_directory_iterator it(class_dir, fs::directory_options::follow_directory_symlink,
+                                      ec);
   if (ec) throw IoError("cannot list '" + class_dir.string() + "': " + ec.message(), ec.value());
   for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) throw IoError("cannot list '" + class_dir.string() + "': " + ec.message(), ec.value());
@@ -349,8 +349,8 @@ ImageImportResult import_imagefolder(const std::string& dir, const std::string& 
 }
 
 ImageImportResult import_tar(const std::vector<std::string>& shards, const std::string& out,
-                             const ImageImportOptions& options,
-                             const WriterOptions& writer_options, const Progress& progress) {
+                             const ImageImportOptions& options, const WriterOptions& writer_options,
+                             const Progress& progress) {
   if (shards.empty()) throw InvalidArgument("write tar: no shard given");
   std::vector<Item> items;
   for (const auto& shard : shards) {

@@ -46,13 +46,13 @@ void bind_images_io(py::module_& m) {
         }
         return result_to_python(r);
       },
-      py::arg("dir"), py::arg("out"), py::arg("max_side"), py::arg("quality"),
-      py::arg("on_error"), py::arg("num_threads"), py::arg("page_size") = kDefaultPageSize);
+      py::arg("dir"), py::arg("out"), py::arg("max_side"), py::arg("quality"), py::arg("on_error"),
+      py::arg("num_threads"), py::arg("page_size") = kDefaultPageSize);
   m.def(
       "_write_tar",
-      [](const std::vector<std::string>& shards, const std::string& out,
-         const py::object& max_side, int quality, const std::string& on_error,
-         const py::object& num_threads, uint64_t page_size) {
+      [](const std::vector<std::string>& shards, const std::string& out, const py::object& max_side,
+         int quality, const std::string& on_error, const py::object& num_threads,
+         uint64_t page_size) {
         const auto o = image_options(max_side, quality, on_error, num_threads);
         WriterOptions wo;
         wo.page_size = page_size;
