@@ -229,7 +229,25 @@ class LayoutParser {
     out.data_offset_ = h.data_offset;
     out.schema_ = decode_schema(block.data() + sizeof(HeaderPrefix), h.schema_size, h.num_fields,
                                 h.version, out);
+    parse_metadata(h, out);
     return h;
+  }
+
+  // The optional metadata block after the schema (absent: zero padding, no magic).
+  void parse_metadata(const HeaderPrefix& h, Layout& out) {
+    const uint64_t start = sizeof(HeaderPrefix) + h.schema_size;
+    if (h.header_size - start < 24) return;
+    auto head = read(start, 24, "metadata");
+    if (std::memcmp(head.data(), kMetadataMagic, 8) != 0) return;
+    uint64_t len = 0, sum = 0;
+    std::memcpy(&len, head.data() + 8, 8);
+    std::memcpy(&sum, head.data() + 16, 8);
+    if (len > kMaxMetadataBytes || len > h.header_size - start - 24)
+      bad(path_, "metadata", "length " + std::to_string(len) + " overruns the header");
+    auto bytes = read(start + 24, len, "metadata");
+    if (XXH64(bytes.data(), bytes.size(), 0) != sum)
+      bad(path_, "metadata", "checksum mismatch (metadata corrupted)");
+    out.metadata_.assign(bytes.begin(), bytes.end());
   }
 
   Schema decode_schema(const uint8_t* p, uint64_t n, uint32_t num_fields, uint32_t version,

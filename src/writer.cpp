@@ -252,6 +252,15 @@ struct Writer::Impl {
     std::memcpy(header.data() + sizeof h, schema_block.data(), schema_block.size());
     h.header_xxh64 = XXH64(header.data(), sizeof h + schema_block.size(), 0);
     std::memcpy(header.data(), &h, sizeof h);
+    if (!opt.metadata.empty()) {  // in the padding: readers that predate it ignore it
+      uint8_t* m = header.data() + sizeof h + schema_block.size();
+      const uint64_t len = opt.metadata.size();
+      const uint64_t sum = XXH64(opt.metadata.data(), len, 0);
+      std::memcpy(m, kMetadataMagic, 8);
+      std::memcpy(m + 8, &len, 8);
+      std::memcpy(m + 16, &sum, 8);
+      std::memcpy(m + 24, opt.metadata.data(), len);
+    }
     write_all(fd.get(), header.data(), header.size(), 0, tmp_path);
 
     if (opt.fsync && ::fsync(fd.get()) != 0) throw io_error("fsync failed on", tmp_path, errno);
@@ -294,7 +303,8 @@ Writer::Writer(const std::string& path, Schema schema, const WriterOptions& opti
   // Version 1 has no codec ids: an uncompressed file is byte-identical to earlier writers'.
   w.schema_block = encode_schema(
       w.schema, w.version >= 2 ? std::span<const CodecId>(ids) : std::span<const CodecId>());
-  w.header_size = align_up(sizeof(HeaderPrefix) + w.schema_block.size(), kHeaderAlign);
+  const uint64_t meta_bytes = options.metadata.empty() ? 0 : 24 + options.metadata.size();
+  w.header_size = align_up(sizeof(HeaderPrefix) + w.schema_block.size() + meta_bytes, kHeaderAlign);
   w.offsets.resize(w.schema.fields.size());
   const auto target = std::filesystem::path(path);
   const auto dir = target.parent_path();

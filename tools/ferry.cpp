@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -270,6 +271,14 @@ struct WriteArgs {
   // idx
   std::string images, labels;
   std::vector<std::string> compress;  // FIELD=CODEC[:LEVEL]
+  // imagefolder / tar
+  std::string folder;
+  std::vector<std::string> tar_args;  // SHARDS... OUT
+  uint32_t max_side = 0;
+  int quality = 90;
+  std::string on_error = "raise";
+  std::string error_list;
+  unsigned threads = 0;
 
   ferry::WriterOptions writer_options() const {
     ferry::WriterOptions o;
@@ -281,8 +290,9 @@ struct WriteArgs {
   }
 };
 
-void add_writer_options(CLI::App* cmd, WriteArgs& a) {
-  cmd->add_option("OUT", a.out, "Output .ferry file (written atomically)")->required();
+void add_writer_options(CLI::App* cmd, WriteArgs& a, bool with_out = true) {
+  if (with_out)
+    cmd->add_option("OUT", a.out, "Output .ferry file (written atomically)")->required();
   cmd->add_option("--page-size", a.page_size,
                   "Page size: a power of two in [4KiB, 1GiB]; K/M/G suffixes are powers of 1024")
       ->transform(size_transform())
@@ -330,6 +340,69 @@ int run_write_synthetic(const WriteArgs& a) {
   }
   print_written(a.out, seconds_since(t0));
   return 0;
+}
+
+void add_image_options(CLI::App* cmd, WriteArgs& a) {
+  cmd->add_option("--max-side", a.max_side,
+                  "Re-encode JPEGs whose longer side exceeds N to N (area filter), once");
+  cmd->add_option("--quality", a.quality, "JPEG quality of re-encoded images")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  cmd->add_option("--on-error", a.on_error,
+                  "Unreadable files: raise (fail naming them) or skip (leave out, list them)")
+      ->check(CLI::IsMember({"raise", "skip"}))
+      ->capture_default_str();
+  cmd->add_option("--error-list", a.error_list,
+                  "With --on-error skip: write the skipped files, one per line, here");
+  cmd->add_option("--threads", a.threads, "Reading threads (0 = every core)")
+      ->capture_default_str();
+}
+
+int run_write_images(WriteArgs a, bool tar) {
+  ferry::ImageImportOptions o;
+  o.max_side = a.max_side;
+  o.quality = a.quality;
+  o.skip_errors = a.on_error == "skip";
+  o.num_threads = a.threads;
+  const auto t0 = Clock::now();
+  ferry::ImageImportResult r;
+  {
+    ProgressBar bar(stderr, "import", "images");
+    auto progress = [&](uint64_t done, uint64_t total) { bar.update(done, total); };
+    if (tar) {
+      a.out = a.tar_args.back();
+      a.tar_args.pop_back();
+      r = ferry::import_tar(a.tar_args, a.out, o, a.writer_options(), progress);
+    } else {
+      r = ferry::import_imagefolder(a.folder, a.out, o, a.writer_options(), progress);
+    }
+  }
+  print_written(a.out, seconds_since(t0));
+  if (!r.classes.empty()) fmt::print("{} classes\n", r.classes.size());
+  if (!r.skipped.empty()) {
+    fmt::print(stderr, "skipped {} unreadable input{}{}\n", r.skipped.size(),
+               r.skipped.size() == 1 ? "" : "s", a.error_list.empty() ? ":" : "");
+    std::FILE* list = a.error_list.empty() ? nullptr : std::fopen(a.error_list.c_str(), "w");
+    if (!a.error_list.empty() && !list)
+      throw ferry::IoError("cannot write the error list '" + a.error_list + "'", errno);
+    for (const auto& s : r.skipped) fmt::print(list ? list : stderr, "  {}\n", s);
+    if (list) std::fclose(list);
+  }
+  return 0;
+}
+
+/// `ferry preview` is the Python module ferry.preview (PIL draws the grid): exec it with the
+/// same arguments, so both spellings behave identically. FERRY_PYTHON overrides the interpreter.
+int run_preview(const std::vector<std::string>& args) {
+  const char* env = std::getenv("FERRY_PYTHON");
+  const std::string python = env && *env ? env : "python3";
+  std::vector<std::string> argv_s = {python, "-m", "ferry.preview"};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv_c;
+  for (auto& s : argv_s) argv_c.push_back(s.data());
+  argv_c.push_back(nullptr);
+  ::execvp(python.c_str(), argv_c.data());
+  throw ferry::IoError("ferry preview: cannot run '" + python + " -m ferry.preview'", errno);
 }
 
 int run_write_idx(const WriteArgs& a) {
@@ -729,6 +802,26 @@ int main(int argc, char** argv) {
   add_writer_options(idx, w);
   idx->add_option("--images", w.images, "IDX images file")->required();
   idx->add_option("--labels", w.labels, "IDX labels file (optional)");
+  CLI::App* imagefolder = write->add_subcommand(
+      "imagefolder", "An ImageFolder tree DIR/CLASS/*.jpg|png: fields 'image' (bytes), 'label'");
+  imagefolder->add_option("DIR", w.folder, "Folder with one subfolder per class")->required();
+  add_writer_options(imagefolder, w);
+  add_image_options(imagefolder, w);
+  CLI::App* tar = write->add_subcommand(
+      "tar", "WebDataset tar shards (KEY.jpg|png + KEY.cls): fields 'image' (bytes), 'label'");
+  tar->add_option("SHARDS... OUT", w.tar_args, "Tar shards, then the output .ferry file")
+      ->required()
+      ->expected(2, -1);
+  add_writer_options(tar, w, false);
+  add_image_options(tar, w);
+
+  std::vector<std::string> preview_args;
+  CLI::App* preview = app.add_subcommand(
+      "preview",
+      "Contact sheet of augmented samples: FILE --transforms spec.json --out grid.png "
+      "[-n 16 --seed S --field image] (runs python3 -m ferry.preview)");
+  preview->prefix_command();
+  preview->allow_extras();
 
   InspectArgs ia;
   CLI::App* inspect =
@@ -780,6 +873,9 @@ int main(int argc, char** argv) {
   try {
     if (synthetic->parsed()) return run_write_synthetic(w);
     if (idx->parsed()) return run_write_idx(w);
+    if (imagefolder->parsed()) return run_write_images(w, false);
+    if (preview->parsed()) return run_preview(preview->remaining());
+    if (tar->parsed()) return run_write_images(w, true);
     if (inspect->parsed()) return run_inspect(ia);
     if (bench->parsed()) return run_bench(ba);
   } catch (const std::exception& e) {

@@ -108,6 +108,9 @@ class Layout {
   const std::vector<PageInfo>& pages() const { return pages_; }
   /// 1 or 2 (see kFormatVersion).
   uint32_t version() const { return version_; }
+  /// User metadata (JSON text; "" when the file has none). Stored in the header's padding
+  /// after the schema block (docs/format.md "Metadata"), so older readers skip it.
+  const std::string& metadata() const { return metadata_; }
 
   /// File offset of page `p`.
   uint64_t page_offset(uint64_t p) const { return data_offset_ + p * page_size_; }
@@ -174,6 +177,7 @@ class Layout {
   std::vector<uint64_t> decoded_lengths_;  // num_samples * num_fields; empty in version 1
   std::vector<uint64_t> max_decoded_;      // per field
   bool any_compressed_ = false;
+  std::string metadata_;
 
   uint64_t top_k(size_t f, uint64_t k, bool decoded) const;
 };
@@ -207,6 +211,11 @@ struct Footer {
   char magic[8];
 };
 static_assert(sizeof(Footer) == 32);
+
+/// Magic of the optional metadata block: magic | u64 length | u64 xxh64(bytes) | bytes, placed
+/// right after the schema block, inside the zero padding before the data region.
+inline constexpr char kMetadataMagic[8] = {'F', 'E', 'R', 'R', 'Y', 'M', 'D', '1'};
+inline constexpr uint64_t kMaxMetadataBytes = 64ull << 20;
 
 /// Bytes of one index entry for a schema with `num_fields` fields: u64 page + 2×u64 per field
 /// (offset, length) in version 1; 3×u64 per field (offset, stored length, decoded length) in 2.

@@ -44,6 +44,50 @@ struct SyntheticSpec {
 void write_synthetic(const std::string& out, const SyntheticSpec& spec,
                      const WriterOptions& options = {}, const Progress& progress = {});
 
+/// Options of the image importers (import_imagefolder, import_tar).
+struct ImageImportOptions {
+  /// > 0: JPEGs whose longer side exceeds it are decoded, shrunk (area filter) so the longer side
+  /// is max_side, and re-encoded at `quality` (as FFCV's max_resolution). 0: bytes as they are.
+  uint32_t max_side = 0;
+  int quality = 90;  ///< JPEG quality of re-encoded images, 1..100
+  /// false: the first unreadable file fails the import, naming it (after all are checked, so the
+  /// message counts the others). true: unreadable files are left out and listed in the result.
+  bool skip_errors = false;
+  unsigned num_threads = 0;  ///< reading/validating threads; 0 = every core
+};
+
+/// What an image import did.
+struct ImageImportResult {
+  uint64_t written = 0;              ///< samples in the output file
+  std::vector<std::string> skipped;  ///< "path: cause" of every file left out
+  std::vector<std::string> classes;  ///< imagefolder: label i is classes[i]
+};
+
+/// The extensions torchvision's ImageFolder accepts (lower case, with the dot). Files with one
+/// of them are samples; only JPEG and PNG contents pass validation, the rest are reported.
+const std::vector<std::string>& image_extensions();
+
+/// Imports an ImageFolder tree (DIR/CLASS/**/FILE) into fields "image" (bytes, the encoded file)
+/// and "label" (i64). Classes and sample order follow torchvision.datasets.ImageFolder exactly
+/// (every subfolder is a class, sorted by name; files sorted by folder, then name). The class
+/// list is stored in the file's metadata as {"classes": [...], "source": "imagefolder"}.
+/// Files are read and validated (JPEG/PNG header) on a thread pool; the writer stays sequential
+/// and ordered, so the output is deterministic. The file is written atomically. Throws
+/// InvalidArgument/IoError/FormatError naming the folder or file.
+ImageImportResult import_imagefolder(const std::string& dir, const std::string& out,
+                                     const ImageImportOptions& options = {},
+                                     const WriterOptions& writer_options = {},
+                                     const Progress& progress = {});
+
+/// Imports WebDataset tar shards: members KEY.jpg|jpeg|png (the image) and KEY.cls (a decimal
+/// label), grouped by KEY (the member path up to the first dot of its file name). Samples are in
+/// shard order, then first appearance. A key without an image or without a label is an error
+/// under the same rules as an unreadable file. Metadata: {"source": "tar", "shards": [...]}.
+ImageImportResult import_tar(const std::vector<std::string>& shards, const std::string& out,
+                             const ImageImportOptions& options = {},
+                             const WriterOptions& writer_options = {},
+                             const Progress& progress = {});
+
 /// Byte `j` of synthetic sample `index`'s "data" field.
 uint8_t synthetic_byte(uint64_t seed, uint64_t index, uint64_t j);
 /// Fills `dst` with the first `length` bytes of synthetic sample `index`'s data.

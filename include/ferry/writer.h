@@ -28,6 +28,9 @@ struct WriterOptions {
   /// (docs/format.md), otherwise version 1. Each sample's value of a field is compressed on
   /// its own at append; compressed fields are not aligned (only plain ones are viewed in place).
   std::map<std::string, CodecChoice> codecs = {};
+  /// Free-form user metadata (JSON text by convention, e.g. an importer's class list), read
+  /// back as Layout::metadata(). Up to kMaxMetadataBytes; "" writes no metadata block.
+  std::string metadata = {};
 };
 
 /// Parses "FIELD=CODEC[:LEVEL]" specs (the CLI's --compress) into WriterOptions::codecs.

@@ -22,3 +22,5 @@ from ferry.writing import write, write_from  # noqa: F401
 from ferry._ferry import TileFuture, TileLoader  # noqa: F401
 
 __version__ = "0.1.0"
+from ferry.images_io import classes, metadata, write_imagefolder, write_tar  # noqa: F401,E402
+from ferry import transforms  # noqa: F401,E402

@@ -35,7 +35,7 @@ class Loader:
                  num_threads=None, prefetch=None, memory_budget=None, on_error="raise", rank=None,
                  world_size=None, output="torch", backend="auto", fields=None, window_pages=4,
                  ordered=True, remainder="pad", timeout=None, device="cpu", pipeline=None,
-                 _faults=None):
+                 transforms=None, _faults=None):
         _check_int("batch_size", batch_size, minimum=1)
         _check_int("seed", seed, minimum=0)
         for name, value in (("num_threads", num_threads), ("prefetch", prefetch), ("memory_budget", memory_budget)):
@@ -47,6 +47,11 @@ class Loader:
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         if fields is not None and (isinstance(fields, str) or not all(isinstance(f, str) for f in fields)):
             raise TypeError("fields must be a list of field names")
+        if transforms is not None:  # {"image": [ferry.transforms...]} (docs/transforms.md)
+            if pipeline is not None:
+                raise ValueError("give either transforms or pipeline, not both")
+            from ferry.transforms import to_pipeline
+            pipeline = to_pipeline(transforms)
         self.path = os.fspath(path)
         self.output = output
         self.timeout = timeout
@@ -69,6 +74,13 @@ class Loader:
             import torch  # noqa: F401  (fail early with a clear ImportError)
         # Per-field converters, built once: _convert runs for every batch.
         self._converters = {f["name"]: _converter(f) for f in self._engine.fields} if output == "torch" else None
+
+    def preview(self, n=16, path=None, seed=0, field="image"):
+        """Contact sheet (PIL image; also written to `path` as PNG) of n samples of `field`
+        after this loader's pipeline, normalization undone for display (ferry/preview.py)."""
+        from ferry.preview import preview
+        return preview(self.path, json.loads(self._args["pipeline"] or "[]"), path, n=n, seed=seed,
+                       field=field)
 
     def _make_engine(self, resume_json):
         if self.device.startswith("cuda"):

@@ -137,6 +137,9 @@ void bind_format(py::module_& m) {
       .def_property_readonly("file_size", [](const Reader& r) { return r.layout().file_size(); })
       .def_property_readonly("format_version", [](const Reader& r) { return r.layout().version(); })
       .def_property_readonly(
+          "metadata", [](const Reader& r) { return r.layout().metadata(); },
+          "The file's user metadata (JSON text; '' if none)")
+      .def_property_readonly(
           "codecs",
           [](const Reader& r) {
             py::dict out;

@@ -6,5 +6,6 @@ PYBIND11_MODULE(_ferry, m) {
   ferry::python::bind_format(m);
   ferry::python::bind_loader(m);
   ferry::python::bind_tile_loader(m);
+  ferry::python::bind_images_io(m);
   ferry::python::bind_cuda(m);
 }
