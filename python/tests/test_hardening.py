@@ -293,3 +293,16 @@ def test_seed_default_from_torch(data):
     torch.manual_seed(6)
     c = ferry.Loader(data, batch_size=10, order="random").epoch_order()
     assert list(a) == list(b) and list(a) != list(c)
+
+
+def test_writer_rejects_0d(tmp_path):
+    with pytest.raises(ValueError, match="0-d"):
+        ferry.write(str(tmp_path / "z.ferry"), {"x": np.array(3)})
+    assert not os.path.exists(tmp_path / "z.ferry")
+
+
+def test_writer_scalars_stay_scalars(tmp_path):
+    path = str(tmp_path / "s.ferry")
+    ferry.write_from([{"image": np.zeros((2, 2), np.uint8), "label": i} for i in range(6)], path)
+    batch = next(iter(ferry.Loader(path, batch_size=6, output="numpy", order="sequential")))
+    assert batch["label"].shape == (6,) and batch["label"].tolist() == list(range(6))
