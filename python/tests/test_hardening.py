@@ -306,3 +306,38 @@ def test_writer_scalars_stay_scalars(tmp_path):
     ferry.write_from([{"image": np.zeros((2, 2), np.uint8), "label": i} for i in range(6)], path)
     batch = next(iter(ferry.Loader(path, batch_size=6, output="numpy", order="sequential")))
     assert batch["label"].shape == (6,) and batch["label"].tolist() == list(range(6))
+
+
+def test_tile_error_to_every_waiter():
+    out = run_script("""
+        import threading, time, ferry
+        def load(key):
+            time.sleep(0.2)
+            raise ValueError("bad " + key)
+        with ferry.TileLoader(load, max_retries=0) as loader:
+            future = loader.preload("x")
+            got = []
+            for _ in range(3):
+                try:
+                    future.result()
+                except ValueError as e:
+                    got.append(str(e))
+            def wait():
+                try:
+                    loader.get("y")
+                except ValueError as e:
+                    got.append(str(e))
+            threads = [threading.Thread(target=wait) for _ in range(3)]
+            for t in threads: t.start()
+            for t in threads: t.join()
+            print(len(got))
+    """, "")
+    assert out.strip() == "6"
+
+
+def test_exit_with_pending_tile_loads():
+    run_script("""
+        import time, ferry
+        loader = ferry.TileLoader(lambda k: time.sleep(0.5) or k, num_workers=2)
+        futures = [loader.preload(str(i)) for i in range(20)]
+    """, "")
