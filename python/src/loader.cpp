@@ -107,7 +107,12 @@ void bind_loader(py::module_& m) {
       .def_property_readonly("fields",
                              [](PyLoader& l) { return schema_to_python(l.get().fields()); })
       .def("state_json", [](PyLoader& l) { return l.get().state().to_json(); })
-      .def("metrics_json", [](PyLoader& l) { return l.get().metrics().to_json(); })
+      .def("metrics_json",
+           [](PyLoader& l) {  // without the GIL: a monitor thread must not stall next()
+             std::shared_ptr<Loader> loader = l.share();
+             py::gil_scoped_release nogil;
+             return loader->metrics().to_json();
+           })
       .def("report", [](PyLoader& l) { return l.get().report(); })
       .def("reset_metrics", [](PyLoader& l) { l.get().reset_metrics(); })
       .def("epoch_order", [](PyLoader& l) {
