@@ -115,7 +115,7 @@ std::string normalize_bus_id(std::string_view id) {
 }  // namespace
 
 double resident_fraction(const std::string& path) {
-  detail::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  detail::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));  // a FIFO must not block
   if (!fd) throw io_error("cannot open", path, errno);
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) throw io_error("cannot stat", path, errno);
@@ -146,7 +146,7 @@ double resident_fraction(const std::string& path) {
 }
 
 void evict_from_page_cache(const std::string& path) {
-  detail::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  detail::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));  // a FIFO must not block
   if (!fd) throw io_error("cannot open", path, errno);
   // Dirty pages cannot be dropped; write them back first (fsync on a read-only fd is allowed).
   if (::fsync(fd.get()) != 0) throw io_error("cannot fsync", path, errno);

@@ -20,13 +20,38 @@ namespace ferry {
 
 namespace detail {
 
-Fd open_readonly(const std::string& path, int extra_flags, uint64_t& size) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | extra_flags));
-  if (!fd) throw io_error("cannot open", path, errno);
+namespace {
+
+std::string non_regular_kind(unsigned mode) {
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+}  // namespace
+
+void check_regular(const std::string& path, int fd, uint64_t& size) {
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) throw io_error("cannot stat", path, errno);
-  if (!S_ISREG(st.st_mode)) throw IoError("'" + path + "' is not a regular file", EINVAL);
+  if (::fstat(fd, &st) != 0) throw io_error("cannot stat", path, errno);
+  if (!S_ISREG(st.st_mode))
+    throw IoError("cannot open '" + path + "': it is " + non_regular_kind(st.st_mode) +
+                      ", not a regular ferry file",
+                  EINVAL);
   size = static_cast<uint64_t>(st.st_size);
+}
+
+Fd open_readonly(const std::string& path, int extra_flags, uint64_t& size) {
+  // O_NONBLOCK: opening a FIFO (or some devices) would otherwise block until a writer appears;
+  // the fstat check below refuses them, and the flag is cleared for the regular file.
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | extra_flags));
+  if (!fd) throw io_error("cannot open", path, errno);
+  check_regular(path, fd.get(), size);
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
+    throw io_error("cannot clear O_NONBLOCK on", path, errno);
   return fd;
 }
 

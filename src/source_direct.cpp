@@ -108,6 +108,10 @@ class DirectSource final : public Source {
  public:
   DirectSource(const std::string& path, uint32_t queue_depth)
       : path_(path), queue_depth_(queue_depth) {
+    {  // refuse a FIFO/directory/device first (an O_DIRECT open of a FIFO would block)
+      uint64_t size = 0;
+      detail::open_readonly(path, 0, size);
+    }
     fd_ = Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT));
     if (!fd_) {
       const int err = errno;
@@ -116,10 +120,7 @@ class DirectSource final : public Source {
         throw InvalidArgument(refusal_message(path));
       throw io_error("cannot open", path, err);
     }
-    struct stat st;
-    if (::fstat(fd_.get(), &st) != 0) throw io_error("cannot stat", path, errno);
-    if (!S_ISREG(st.st_mode)) throw IoError("'" + path + "' is not a regular file", EINVAL);
-    size_ = static_cast<uint64_t>(st.st_size);
+    detail::check_regular(path, fd_.get(), size_);
     find_alignment();
     max_bounce_read_ = align_up(kMaxBounceRead, offset_align_);
     arena_size_ = std::max(std::clamp(uint64_t{queue_depth} * kArenaBytesPerQueueEntry,

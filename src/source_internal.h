@@ -22,6 +22,8 @@ namespace ferry::detail {
 /// Opens `path` read-only with `extra_flags`, checks it is a regular file, stores its size.
 /// Throws IoError.
 Fd open_readonly(const std::string& path, int extra_flags, uint64_t& size);
+/// fstat of an open fd: refuses a FIFO, directory, device... naming the path and what it is.
+void check_regular(const std::string& path, int fd, uint64_t& size);
 
 /// Throws FormatError if [offset, offset+length) is not inside a file of `size` bytes.
 void check_range(const std::string& path, uint64_t offset, uint64_t length, uint64_t size);

@@ -45,7 +45,10 @@ def _to_numpy(name, value):
     kind = _ferry_dtype(name, arr.dtype)
     if arr.dtype == np.bool_:
         arr = arr.astype(_BOOL_AS)
-    return np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False)), kind
+    # reshape: ascontiguousarray makes a 0-d array 1-d; a scalar must stay a scalar (a 0-d value
+    # to write() is refused, a per-sample scalar to write_from() is a shape () field: labels [B]).
+    little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    return np.ascontiguousarray(little).reshape(arr.shape), kind
 
 
 def _is_bytes_field(value):

@@ -155,11 +155,12 @@ class PyDeviceLoader : public EngineOwner<DeviceLoader> {
   /// current_stream().cuda_stream; 0 is the legacy default stream), or None at the end of the
   /// epoch. timeout < 0: wait as long as needed.
   py::object next(double timeout_seconds, uintptr_t stream) {
-    DeviceLoader& l = get();
+    std::shared_ptr<DeviceLoader> l = share();  // alive even if another thread closes us
     const auto s = reinterpret_cast<CudaStream>(stream);
     return next_interruptibly(
-        timeout_seconds, [&l, s](std::chrono::milliseconds slice) { return l.next(s, slice); },
-        [](DeviceBatch b) { return py::cast(std::make_shared<DeviceBatch>(std::move(b))); });
+        timeout_seconds, [&l, s](std::chrono::milliseconds slice) { return l->next(s, slice); },
+        [](DeviceBatch b) { return py::cast(std::make_shared<DeviceBatch>(std::move(b))); },
+        [this] { return closed(); });
   }
 };
 

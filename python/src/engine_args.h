@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -96,8 +97,10 @@ inline std::shared_ptr<Reader> faulty_reader(const std::string& path, const Engi
   return Reader::open(std::shared_ptr<Source>(wrap_faulty_source(plain->shared_source(), spec)));
 }
 
-/// Owns an engine (Loader or DeviceLoader): close() stops it with the GIL released, so its
-/// worker threads are joined before Python drops the object; use after close() is ShutdownError.
+/// Owns an engine (Loader or DeviceLoader) through a shared_ptr: a thread blocked in next()
+/// holds its own reference, so close() (or del) from another thread cannot free the engine
+/// under it. close() stops the engine with the GIL released (Loader::close wakes waiters, which
+/// raise ShutdownError "loader closed"); use after close() is ShutdownError.
 template <class Engine>
 class EngineOwner {
  public:
@@ -107,34 +110,54 @@ class EngineOwner {
   EngineOwner& operator=(const EngineOwner&) = delete;
 
   Engine& get() {
-    if (!engine_) throw ShutdownError("loader is closed");
+    if (!engine_) throw ShutdownError("loader closed");
     return *engine_;
   }
+  /// A reference that keeps the engine alive across a GIL-released wait.
+  std::shared_ptr<Engine> share() {
+    if (!engine_) throw ShutdownError("loader closed");
+    return engine_;
+  }
+  bool closed() const { return !engine_; }
 
   void close() {
     if (!engine_) return;
+    std::shared_ptr<Engine> engine = std::move(engine_);
     py::gil_scoped_release nogil;
-    engine_.reset();
+    if constexpr (requires { engine->close(); }) engine->close();
+    engine.reset();  // joins here unless a waiter still holds it (it then drops it)
   }
 
  private:
-  std::unique_ptr<Engine> engine_;
+  std::shared_ptr<Engine> engine_;
 };
+
+/// Seconds -> a deadline: < 0 or inf waits forever (nullopt); huge values are clamped so the
+/// chrono conversion cannot overflow. NaN was refused by the caller.
+inline std::optional<std::chrono::steady_clock::time_point> deadline_after(double seconds) {
+  using Clock = std::chrono::steady_clock;
+  constexpr double kForever = 100.0 * 365 * 24 * 3600;  // a century: no wait is longer
+  if (seconds < 0 || !(seconds < kForever)) return std::nullopt;
+  return Clock::now() +
+         std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
 
 /// The engine's next(timeout) called in slices of 100 ms with the GIL released, checking for
 /// Ctrl-C between slices (KeyboardInterrupt within a slice). `next_for(slice)` returns the
 /// engine's batch type; an empty batch (end of epoch) becomes None, a batch `wrap(batch)`.
 /// timeout_seconds < 0 waits as long as needed; else TimeoutError after it.
-template <class NextFor, class Wrap>
-py::object next_interruptibly(double timeout_seconds, NextFor&& next_for, Wrap&& wrap) {
+/// `closed()` is checked between slices: an engine without a waking close() (DeviceLoader)
+/// still answers a close() from another thread within one slice.
+template <class NextFor, class Wrap, class Closed>
+py::object next_interruptibly(double timeout_seconds, NextFor&& next_for, Wrap&& wrap,
+                              Closed&& closed) {
   using Clock = std::chrono::steady_clock;
   using std::chrono::milliseconds;
   constexpr milliseconds kSignalCheck(100);
-  std::optional<Clock::time_point> deadline;
-  if (timeout_seconds >= 0)
-    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                  std::chrono::duration<double>(timeout_seconds));
+  if (std::isnan(timeout_seconds)) throw InvalidArgument("timeout must not be NaN");
+  const std::optional<Clock::time_point> deadline = deadline_after(timeout_seconds);
   while (true) {
+    if (closed()) throw ShutdownError("loader closed");
     std::optional<decltype(next_for(kSignalCheck))> got;
     {
       py::gil_scoped_release nogil;

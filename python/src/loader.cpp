@@ -24,10 +24,16 @@ class PyLoader : public EngineOwner<Loader> {
 
   /// The next batch, or None at the end of the epoch. timeout < 0: wait as long as needed.
   py::object next(double timeout_seconds) {
-    Loader& l = get();
+    std::shared_ptr<Loader> l = share();  // alive even if another thread closes us meanwhile
     return next_interruptibly(
-        timeout_seconds, [&l](std::chrono::milliseconds slice) { return l.next(slice); },
-        [](Batch b) { return py::cast(std::make_shared<Batch>(std::move(b))); });
+        timeout_seconds,
+        [&l](std::chrono::milliseconds slice) -> Batch {
+          auto b = l->try_next(slice);
+          if (!b) throw TimeoutError("slice");
+          return std::move(*b);
+        },
+        [](Batch b) { return py::cast(std::make_shared<Batch>(std::move(b))); },
+        [this] { return closed(); });
   }
 };
 
@@ -89,9 +95,9 @@ void bind_loader(py::module_& m) {
       .def("close", &PyLoader::close)
       .def("set_epoch",
            [](PyLoader& l, uint64_t e) {
-             Loader& loader = l.get();
+             std::shared_ptr<Loader> loader = l.share();
              py::gil_scoped_release nogil;
-             loader.set_epoch(e);
+             loader->set_epoch(e);
            })
       .def_property_readonly("epoch", [](PyLoader& l) { return l.get().epoch(); })
       .def_property_readonly("batches_per_epoch",
@@ -101,7 +107,12 @@ void bind_loader(py::module_& m) {
       .def_property_readonly("fields",
                              [](PyLoader& l) { return schema_to_python(l.get().fields()); })
       .def("state_json", [](PyLoader& l) { return l.get().state().to_json(); })
-      .def("metrics_json", [](PyLoader& l) { return l.get().metrics().to_json(); })
+      .def("metrics_json",
+           [](PyLoader& l) {  // without the GIL: a monitor thread must not stall next()
+             std::shared_ptr<Loader> loader = l.share();
+             py::gil_scoped_release nogil;
+             return loader->metrics().to_json();
+           })
       .def("report", [](PyLoader& l) { return l.get().report(); })
       .def("reset_metrics", [](PyLoader& l) { l.get().reset_metrics(); })
       .def("epoch_order", [](PyLoader& l) {

@@ -29,6 +29,27 @@
 namespace ferry::python {
 namespace {
 
+/// Waits (GIL released) for a load. Its Python error is one error_already_set shared by every
+/// waiter and every result() call; restoring it twice aborts the interpreter, so each raise gets
+/// its own copy of the exception (same type, args and traceback).
+template <class Wait>
+TileValue wait_with_fresh_error(Wait&& wait) {
+  try {
+    py::gil_scoped_release nogil;
+    return wait();
+  } catch (const py::error_already_set& e) {
+    py::object fresh = e.value();
+    try {
+      fresh = py::module_::import("copy").attr("copy")(e.value());
+      if (e.trace()) PyException_SetTraceback(fresh.ptr(), e.trace().ptr());
+    } catch (const py::error_already_set&) {  // not copyable: raise the original object
+      fresh = e.value();
+    }
+    PyErr_SetObject(e.type().ptr(), fresh.ptr());
+    throw py::error_already_set();
+  }
+}
+
 bool python_alive() {
 #if PY_VERSION_HEX >= 0x030D0000
   return Py_IsInitialized() && !Py_IsFinalizing();
@@ -141,13 +162,11 @@ class PyTileFuture {
 
   py::object result(const py::object& timeout) const {
     const auto limit = to_timeout(timeout);
-    TileValue value;
-    {
-      py::gil_scoped_release nogil;
+    const TileValue value = wait_with_fresh_error([&] {
       if (limit && future_.wait_for(*limit) != std::future_status::ready)
         throw TimeoutError("TileFuture.result: not loaded within the timeout (the load goes on)");
-      value = future_.get();  // rethrows the load's error
-    }
+      return future_.get();  // rethrows the load's error
+    });
     return object_of(value);
   }
 
@@ -234,11 +253,8 @@ class PyTileLoader {
 
   py::object get(const std::string& key, const py::object& timeout) {
     const auto limit = to_timeout(timeout);
-    TileValue value;
-    {
-      py::gil_scoped_release nogil;
-      value = limit ? loader_->get(key, *limit) : loader_->get(key);
-    }
+    const TileValue value = wait_with_fresh_error(
+        [&] { return limit ? loader_->get(key, *limit) : loader_->get(key); });
     return object_of(value);
   }
 
