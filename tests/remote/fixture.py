@@ -34,6 +34,12 @@ import urllib.parse
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
+def die_with_parent():
+    """nginx gets SIGKILL if this fixture dies without its cleanup (e.g. killed by a timeout)."""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -271,7 +277,7 @@ def main():
                 f.write(nginx_config(tmp, os.path.abspath(args.root), port))
             nginx = subprocess.Popen([NGINX, "-p", tmp, "-e", os.path.join(tmp, "error.log"),
                                       "-c", os.path.join(tmp, "nginx.conf")],
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
             try:
                 wait_for_port(port, nginx)
                 break
