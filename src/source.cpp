@@ -425,6 +425,7 @@ Backend choose_auto_backend(const AutoSelectInputs& in) {
 
 std::unique_ptr<Source> open_source(const std::string& path, const SourceOptions& options) {
   detail::check_queue_depth(options.queue_depth);  // even where unused: a bad option is a bug
+  if (is_remote_path(path)) return open_http_source(path, options.remote);
   Backend backend = options.backend;
   if (backend == Backend::auto_select) {
     AutoSelectInputs in;

@@ -107,6 +107,8 @@ struct LoaderOptions {
   /// Runs after the pipeline, on the sample's output fields in place (a legacy whole-sample op).
   Transform transform;
   Backend backend = Backend::auto_select;
+  /// http(s):// paths: headers, timeouts, retries, disk cache (remote.h).
+  RemoteOptions remote{};
   std::optional<LoaderState> resume;
   std::shared_ptr<HostAllocator> allocator;  ///< null: default_host_allocator(huge_pages)
   bool huge_pages = false;     ///< MADV_HUGEPAGE on pool buffers (see default_host_allocator)

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "ferry/remote.h"
+
 namespace ferry {
 
 struct StageMetrics {
@@ -29,6 +31,7 @@ struct Metrics {
   std::vector<uint64_t> queue_histogram;  ///< [i] = calls to next() that found i batches ready
   double latency_p50_ms = 0, latency_p95_ms = 0, latency_p99_ms = 0;  ///< claim → delivery
   double samples_per_second = 0;
+  RemoteStats remote;      ///< remote sources: network and cache counters since open (else zeros)
   std::string bottleneck;  ///< one line: the limiting stage and what to do about it
 
   std::string to_json() const;

@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "ferry/remote.h"
+
 namespace ferry {
 
 /// One read of a batched request: `length` bytes at file `offset` into `dst`.
@@ -86,6 +88,8 @@ struct SourceOptions {
   AccessPattern pattern = AccessPattern::normal;
   /// io_uring and direct: most reads in flight per calling thread, in [1, 4096].
   uint32_t queue_depth = 64;
+  /// http:// and https:// paths (remote.h); ignored for local files.
+  RemoteOptions remote{};
 };
 
 /// Opens `path` with the chosen backend (auto: see choose_auto_backend and docs/io.md).

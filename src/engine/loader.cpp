@@ -118,7 +118,8 @@ AccessPattern access_pattern(OrderKind order) {
 // (>= 64 KiB) are read with pread instead of mmap: both copy each byte once, but pread keeps the
 // process's RSS to the batch pool rather than every file page it ever touched (docs/io.md).
 std::shared_ptr<Reader> open_for_loading(const std::string& path, const LoaderOptions& options) {
-  const SourceOptions so{options.backend, access_pattern(options.order)};
+  SourceOptions so{options.backend, access_pattern(options.order)};
+  so.remote = options.remote;
   auto reader = Reader::open(path, so);
   const SourceTraits traits = reader->source().traits();
   if (options.backend == Backend::auto_select && traits.zero_copy_view && traits.local_file &&
@@ -207,7 +208,8 @@ struct Loader::Impl {
 };
 
 Loader::Loader(const std::string& path, LoaderOptions options)
-    : Loader(open_for_loading(path, options), std::move(options)) {}
+    // A copy, not a move: the argument order is unspecified, and open_for_loading reads options.
+    : Loader(open_for_loading(path, options), options) {}
 
 Loader::Loader(std::shared_ptr<Reader> reader, LoaderOptions options)
     : impl_(std::make_unique<Impl>(std::move(reader), std::move(options))) {
@@ -253,6 +255,7 @@ Metrics Loader::metrics() const {
   out.pool_slots = m.scheduler->total_slots();
   out.pool_max_slots = m.pool->max_slots();
   out.slot_bytes = m.pool->slot_bytes();
+  out.remote = remote_stats(m.reader->source());
   out.bottleneck = diagnose_bottleneck(out);
   return out;
 }

@@ -119,6 +119,13 @@ std::string diagnose_bottleneck(const Metrics& m) {
     return "consumer (your step): the loader keeps up, the consumer waited " + idle +
            " of the time";
   const std::string busy = fmt("%.0f%%", 100 * busiest->utilization);
+  // Reads of a remote source that spend most of their time waiting on fetches: the network.
+  if (m.remote.requests > 0 && busiest->name == "read" && busiest->utilization >= 0.5 &&
+      m.remote.wait_seconds >= 0.5 * busiest->busy_seconds)
+    return "network: reads waited " + fmt("%.2f", m.remote.wait_seconds) +
+           " s on remote fetches, consumer waited " + idle +
+           " — use order=quasi_random (whole blocks per fetch), raise max_in_flight, or set "
+           "cache_dir/cache_bytes so later epochs read from local disk";
   if (busiest->utilization >= 0.75) {
     const std::string& advice = busiest->advice;
     return busiest->name + ": busy " + busy + " of " + std::to_string(m.threads) +
@@ -134,7 +141,11 @@ std::string Metrics::to_json() const {
     << ",\"prefetch\":" << prefetch << ",\"pool_slots\":" << pool_slots
     << ",\"pool_max_slots\":" << pool_max_slots << ",\"slot_bytes\":" << slot_bytes
     << ",\"batches\":" << batches << ",\"samples\":" << samples << ",\"bytes_read\":" << bytes_read
-    << ",\"errors_skipped\":" << errors_skipped << ",\"samples_per_second\":" << samples_per_second
+    << ",\"errors_skipped\":" << errors_skipped << ",\"remote\":{\"bytes\":" << remote.bytes
+    << ",\"requests\":" << remote.requests << ",\"retries\":" << remote.retries
+    << ",\"cache_hits\":" << remote.cache_hits << ",\"cache_misses\":" << remote.cache_misses
+    << ",\"wait_seconds\":" << remote.wait_seconds << "}"
+    << ",\"samples_per_second\":" << samples_per_second
     << ",\"consumer_wait_seconds\":" << consumer_wait_seconds
     << ",\"consumer_wait_fraction\":" << consumer_wait_fraction << ",\"queue_mean\":" << queue_mean
     << ",\"queue_histogram\":[";
@@ -172,6 +183,11 @@ std::string Metrics::to_table() const {
   o << "  delivered " << batches << " batches, " << samples << " samples ("
     << human_rate(samples_per_second) << "/s), " << human_bytes(static_cast<double>(bytes_read))
     << ", errors skipped " << errors_skipped << "\n";
+  if (remote.requests > 0)
+    o << "  remote: " << human_bytes(static_cast<double>(remote.bytes)) << " in " << remote.requests
+      << " requests, " << remote.retries << " retries, waited "
+      << fmt("%.2f s", remote.wait_seconds) << "; disk cache " << remote.cache_hits << " hits / "
+      << remote.cache_misses << " misses\n";
   o << "  bottleneck: " << bottleneck << "\n";
   return o.str();
 }
