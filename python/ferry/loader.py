@@ -122,9 +122,12 @@ class Loader:
         return json.loads(self._engine.state_json())
 
     def load_state_dict(self, state):
-        if not isinstance(state, dict):
-            raise TypeError("state must be the dict state_dict() returned")
-        new = self._make_engine(resume_json=json.dumps(state))
+        """`state`: this rank's state_dict(), or a list of every rank's (an elastic resume on a
+        world of another size: ferry.distributed, docs/distributed.md)."""
+        elastic = isinstance(state, (list, tuple)) and all(isinstance(s, dict) for s in state)
+        if not isinstance(state, dict) and not elastic:
+            raise TypeError("state must be the dict state_dict() returned, or a list of every rank's")
+        new = self._make_engine(resume_json=json.dumps(list(state) if elastic else state))
         self._engine.close()
         self._engine = new
 
