@@ -52,10 +52,18 @@ enum class OnError {
   skip,
 };
 
+/// One earlier run of a partially consumed epoch, for an elastic resume (docs/distributed.md):
+/// its world size and how many samples of its shard each of its ranks had consumed.
+struct ElasticStep {
+  uint32_t world_size = 1;
+  std::vector<uint64_t> consumed;  ///< per rank: a prefix of that rank's shard, in samples
+  bool operator==(const ElasticStep&) const = default;
+};
+
 /// Where the loader is: enough to resume and yield exactly the batches an uninterrupted run would.
 /// The JSON form is versioned (`version`); a state written by an older ferry loads in a newer one.
 struct LoaderState {
-  static constexpr uint32_t kVersion = 2;
+  static constexpr uint32_t kVersion = 3;
   uint32_t version = kVersion;
   uint64_t epoch = 0;
   uint64_t next_batch = 0;  ///< batches of `epoch` already delivered
@@ -76,10 +84,15 @@ struct LoaderState {
   uint64_t data_xxh64 = 0;      ///< every page's checksum (the data's identity); version >= 2
   std::string fields;           ///< loaded fields, comma-separated; version >= 2
   uint64_t pipeline_xxh64 = 0;  ///< the op pipeline's canonical form; version >= 2
+  /// version >= 3: earlier runs of `epoch` on other world sizes, oldest first (empty unless the
+  /// epoch was resumed elastically). `epoch`'s samples are what they left, re-sharded.
+  std::vector<ElasticStep> elastic;
 
   std::string to_json() const;
   /// Parses to_json()'s output (any version); throws InvalidArgument.
   static LoaderState from_json(const std::string& json);
+  /// A JSON list of states (every rank's, for LoaderOptions::resume_ranks); throws InvalidArgument.
+  static std::vector<LoaderState> list_from_json(const std::string& json);
   bool operator==(const LoaderState&) const = default;
 };
 
@@ -110,6 +123,10 @@ struct LoaderOptions {
   /// http(s):// paths: headers, timeouts, retries, disk cache (remote.h).
   RemoteOptions remote{};
   std::optional<LoaderState> resume;
+  /// Elastic resume: every rank's state of an earlier run of any world size (one per rank, any
+  /// order). This run yields each sample that run had not consumed in its epoch exactly once
+  /// across this run's ranks, then normal epochs. Exclusive with `resume`.
+  std::vector<LoaderState> resume_ranks;
   std::shared_ptr<HostAllocator> allocator;  ///< null: default_host_allocator(huge_pages)
   bool huge_pages = false;     ///< MADV_HUGEPAGE on pool buffers (see default_host_allocator)
   std::string device = "cpu";  ///< "cpu", "cuda", "cuda:N" (needs the CUDA build)

@@ -18,6 +18,7 @@ from ferry._ferry import (  # noqa: F401
     import_idx,
 )
 from ferry.loader import Loader  # noqa: F401
+from ferry import _distributed as distributed  # noqa: F401  (gather_state, load_elastic)
 from ferry.writing import write, write_from  # noqa: F401
 from ferry._ferry import TileFuture, TileLoader  # noqa: F401
 

@@ -19,3 +19,27 @@ def default_rank_world(rank=None, world_size=None):
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
             r, w = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     return (r if rank is None else int(rank)), (w if world_size is None else int(world_size))
+
+
+def gather_state(loader):
+    """Every rank's loader.state_dict(), as a list indexed by rank (torch.distributed
+    all_gather_object; a collective: call it on every rank). Without an initialised process group:
+    [loader.state_dict()]. Pass the list to load_elastic() on a run of any world size."""
+    state = loader.state_dict()
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return [state]
+    if not (dist.is_available() and dist.is_initialized()):
+        return [state]
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def load_elastic(loader, states):
+    """Resumes `loader` (this run's rank and world size) from every rank's state of an earlier run
+    of any world size: the samples that run had not consumed in its epoch come exactly once across
+    this run's ranks, then normal epochs (docs/distributed.md). Call on every rank with the same
+    list."""
+    loader.load_state_dict(list(states))

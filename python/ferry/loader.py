@@ -231,12 +231,15 @@ class Loader:
         return json.loads(self._engine.state_json())
 
     def load_state_dict(self, state):
-        """Resumes at `state` (the next iter() continues mid-epoch there). A state from other
-        data or other options is refused naming what differs; on a closed loader, ShutdownError."""
-        if not isinstance(state, dict):
-            raise TypeError("state must be the dict state_dict() returned")
+        """Resumes at `state`: this rank's state_dict(), or a list of every rank's (an elastic
+        resume on a world of another size: ferry.distributed, docs/distributed.md). The next
+        iter() continues mid-epoch there. A state from other data or other options is refused
+        naming what differs; on a closed loader, ShutdownError."""
+        elastic = isinstance(state, (list, tuple)) and all(isinstance(s, dict) for s in state)
+        if not isinstance(state, dict) and not elastic:
+            raise TypeError("state must be the dict state_dict() returned, or a list of every rank's")
         self._check_usable()
-        new = self._make_engine(resume_json=json.dumps(state))
+        new = self._make_engine(resume_json=json.dumps(list(state) if elastic else state))
         with self._lock:
             old, self._engine = self._engine, new
             self._mid_epoch = False

@@ -76,7 +76,11 @@ inline EngineArgs engine_args(const py::kwargs& kw, std::initializer_list<const 
     if (!pipeline.empty()) o.pipeline = parse_pipeline(pipeline);
   }
   const auto resume = get("resume_json").cast<std::string>();
-  if (!resume.empty()) o.resume = LoaderState::from_json(resume);
+  if (!resume.empty() && resume.front() == '[') {  // every rank's state: an elastic resume
+    o.resume_ranks = LoaderState::list_from_json(resume);
+  } else if (!resume.empty()) {
+    o.resume = LoaderState::from_json(resume);
+  }
   if (kw.contains("fault_samples"))
     a.fault_samples = kw["fault_samples"].cast<std::vector<uint64_t>>();
   if (kw.contains("fault_delay_us")) a.fault_delay_us = kw["fault_delay_us"].cast<uint64_t>();

@@ -169,7 +169,10 @@ struct Loader::Impl {
     pool->reserve(std::min<uint64_t>(size.max_slots, uint64_t{size.prefetch} + 2));
     scheduler = std::make_unique<Scheduler>(*plan, pool, size.prefetch, opt.ordered, opt.drop_last,
                                             metrics);
-    if (opt.resume) {
+    if (!opt.resume_ranks.empty()) {
+      if (opt.resume) throw InvalidArgument("give resume or resume_ranks, not both");
+      scheduler->start_epoch(plan->resume_elastic(opt.resume_ranks), 0);
+    } else if (opt.resume) {
       plan->check_resume(*opt.resume);
       scheduler->start_epoch(opt.resume->epoch, opt.resume->next_batch, opt.resume->borrowed);
     } else {

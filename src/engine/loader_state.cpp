@@ -10,25 +10,27 @@ std::string LoaderState::to_json() const {
   std::string list;  // "j:count,j:count": kept as one string, as version 1 wrote it
   for (const auto& [j, n] : borrowed)
     list += (list.empty() ? "" : ",") + std::to_string(j) + ":" + std::to_string(n);
-  const nlohmann::ordered_json j = {
-      {"version", version},
-      {"epoch", epoch},
-      {"next_batch", next_batch},
-      {"seed", seed},
-      {"order", std::string(order_name(order))},
-      {"window_pages", window_pages},
-      {"batch_size", batch_size},
-      {"rank", rank},
-      {"world_size", world_size},
-      {"drop_last", drop_last},
-      {"remainder", remainder == ShardRemainder::pad ? "pad" : "drop"},
-      {"on_error", skip_errors ? "skip" : "raise"},
-      {"num_samples", num_samples},
-      {"file_xxh64", file_xxh64},
-      {"data_xxh64", data_xxh64},
-      {"fields", fields},
-      {"pipeline_xxh64", pipeline_xxh64},
-      {"borrowed", list}};
+  nlohmann::ordered_json j = {{"version", version},
+                              {"epoch", epoch},
+                              {"next_batch", next_batch},
+                              {"seed", seed},
+                              {"order", std::string(order_name(order))},
+                              {"window_pages", window_pages},
+                              {"batch_size", batch_size},
+                              {"rank", rank},
+                              {"world_size", world_size},
+                              {"drop_last", drop_last},
+                              {"remainder", remainder == ShardRemainder::pad ? "pad" : "drop"},
+                              {"on_error", skip_errors ? "skip" : "raise"},
+                              {"num_samples", num_samples},
+                              {"file_xxh64", file_xxh64},
+                              {"data_xxh64", data_xxh64},
+                              {"fields", fields},
+                              {"pipeline_xxh64", pipeline_xxh64},
+                              {"borrowed", list}};
+  nlohmann::ordered_json& runs = j["elastic"] = nlohmann::ordered_json::array();
+  for (const auto& step : elastic)
+    runs.push_back({{"world_size", step.world_size}, {"consumed", step.consumed}});
   return j.dump();
 }
 
@@ -79,6 +81,27 @@ std::map<uint64_t, uint64_t> parse_borrowed(const std::string& list) {
   return out;
 }
 
+std::vector<ElasticStep> parse_elastic(const nlohmann::json& runs) {
+  if (!runs.is_array()) throw InvalidArgument("loader state: 'elastic' is not a list");
+  std::vector<ElasticStep> out;
+  for (const auto& run : runs) {
+    if (!run.is_object())
+      throw InvalidArgument("loader state: an 'elastic' entry is not an object");
+    ElasticStep step;
+    step.world_size = number32(run, "world_size");
+    const auto& consumed = need(run, "consumed");
+    if (!consumed.is_array() || consumed.size() != step.world_size || step.world_size == 0)
+      throw InvalidArgument("loader state: an 'elastic' entry needs one 'consumed' count per rank");
+    for (const auto& c : consumed) {
+      if (!c.is_number_unsigned() && !(c.is_number_integer() && c.get<int64_t>() >= 0))
+        throw InvalidArgument("loader state: 'consumed' holds " + c.dump());
+      step.consumed.push_back(c.get<uint64_t>());
+    }
+    out.push_back(std::move(step));
+  }
+  return out;
+}
+
 }  // namespace
 
 LoaderState LoaderState::from_json(const std::string& text) {
@@ -122,7 +145,21 @@ LoaderState LoaderState::from_json(const std::string& text) {
     s.fields = string(j, "fields");
     s.pipeline_xxh64 = number(j, "pipeline_xxh64");
   }
+  if (s.version >= 3) s.elastic = parse_elastic(need(j, "elastic"));
   return s;
+}
+
+std::vector<LoaderState> LoaderState::list_from_json(const std::string& text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw InvalidArgument(std::string("rank states are not valid JSON: ") + e.what());
+  }
+  if (!j.is_array()) throw InvalidArgument("rank states must be a JSON list of loader states");
+  std::vector<LoaderState> out;
+  for (const auto& item : j) out.push_back(LoaderState::from_json(item.dump()));
+  return out;
 }
 
 }  // namespace ferry

@@ -37,8 +37,12 @@ class BatchPlan {
   /// The state at (epoch, next_batch) with this plan's fingerprint.
   LoaderState state(uint64_t epoch, uint64_t next_batch) const;
   /// Throws InvalidArgument naming each setting or data property that differs from `saved`,
-  /// or a position outside the data.
-  void check_resume(const LoaderState& saved) const;
+  /// or a position outside the data. Adopts `saved`'s elastic history for its epoch.
+  void check_resume(const LoaderState& saved);
+  /// Elastic resume from every rank's state of an earlier run (any world size): checks each
+  /// fingerprint (world_size and rank aside), records which samples they consumed, and returns
+  /// the epoch to start at batch 0; that epoch's plan holds only the samples left.
+  uint64_t resume_elastic(const std::vector<LoaderState>& ranks);
 
   uint64_t batch_size() const { return fingerprint_.batch_size; }
 
@@ -46,7 +50,21 @@ class BatchPlan {
   const Layout& layout_;
   LoaderOptions options_;
   LoaderState fingerprint_;
+  // The partially consumed epoch's earlier runs (set before the loader starts; then immutable).
+  uint64_t elastic_epoch_ = 0;
+  std::vector<ElasticStep> elastic_;
+
+  std::vector<std::string> fingerprint_diffs(const LoaderState& s, bool same_world) const;
+  /// Epoch `e`'s sample list before this run's sharding: the global order, less what `history`'s
+  /// runs consumed.
+  std::vector<uint64_t> epoch_list(uint64_t e, const std::vector<ElasticStep>& history) const;
 };
+
+/// The samples of `list` that `step`'s ranks had not consumed (each rank: a prefix of its
+/// shard_order slice), in `list`'s order; samples the remainder rule left out of the epoch are
+/// left out here too. Throws InvalidArgument for a step that does not fit `list`.
+std::vector<uint64_t> remaining_after(std::span<const uint64_t> list, const ElasticStep& step,
+                                      ShardRemainder remainder);
 
 /// xxh64 identity of a file's contents: every page checksum, under the header checksum.
 uint64_t data_identity(const Layout& layout);
