@@ -35,7 +35,8 @@ class Loader:
                  num_threads=None, prefetch=None, memory_budget=None, on_error="raise", rank=None,
                  world_size=None, output="torch", backend="auto", fields=None, window_pages=4,
                  ordered=True, remainder="pad", timeout=None, device="cpu", pipeline=None,
-                 _faults=None):
+                 headers=None, cache_dir=None, cache_bytes=None, remote_timeout=None, retries=None,
+                 max_in_flight=None, verify_tls=None, ca_file=None, _faults=None):
         _check_int("batch_size", batch_size, minimum=1)
         _check_int("seed", seed, minimum=0)
         for name, value in (("num_threads", num_threads), ("prefetch", prefetch), ("memory_budget", memory_budget)):
@@ -61,6 +62,12 @@ class Loader:
             remainder=str(remainder), backend=str(backend), fields=list(fields or []),
             window_pages=int(window_pages), ordered=bool(ordered), device=self.device,
             pipeline=_pipeline_json(pipeline))
+        # http(s):// paths (docs/remote.md): only the options given, the rest keep their defaults.
+        remote = dict(headers=None if headers is None else [(str(k), str(v)) for k, v in dict(headers).items()],
+                      cache_dir=None if cache_dir is None else os.fspath(cache_dir), cache_bytes=cache_bytes,
+                      remote_timeout=remote_timeout, retries=retries, max_in_flight=max_in_flight,
+                      verify_tls=verify_tls, ca_file=ca_file)
+        self._args.update({k: v for k, v in remote.items() if v is not None})
         if _faults:  # test seam: {"samples": [ids whose reads fail], "delay_us": per-read delay}
             self._args.update(fault_samples=list(_faults.get("samples", [])),
                               fault_delay_us=int(_faults.get("delay_us", 0)))
