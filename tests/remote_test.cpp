@@ -4,9 +4,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
 #include <filesystem>
 #include <fstream>
-#include <gtest/gtest.h>
 
 #include "ferry/error.h"
 #include "ferry/loader.h"
@@ -138,8 +138,8 @@ TEST_F(RemoteTest, PersistentFaultsBecomeTheSamplesError) {
 
 TEST_F(RemoteTest, NotFoundAndForbiddenFailAtOpenWithUrlAndStatus) {
   RemoteFixture fx(root_.path().string());
-  for (const auto& [name, status] : {std::pair{"missing.ferry", "404"},
-                                     std::pair{"forbidden/data.ferry", "403"}}) {
+  for (const auto& [name, status] :
+       {std::pair{"missing.ferry", "404"}, std::pair{"forbidden/data.ferry", "403"}}) {
     try {
       Reader::open(fx.url(name));
       FAIL() << name;
@@ -235,7 +235,8 @@ TEST_F(RemoteTest, TornOrCorruptCacheEntriesAreRefetched) {
   int damaged = 0;
   for (const auto& e : std::filesystem::recursive_directory_iterator(cache.path())) {
     if (e.path().extension() != ".blk") continue;
-    if (damaged % 2 == 0) std::filesystem::resize_file(e.path(), 100);  // torn
+    if (damaged % 2 == 0)
+      std::filesystem::resize_file(e.path(), 100);  // torn
     else {
       std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
       f.seekp(20);

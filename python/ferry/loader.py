@@ -37,7 +37,9 @@ class Loader:
                  num_threads=None, prefetch=None, memory_budget=None, on_error="raise", rank=None,
                  world_size=None, output="torch", backend="auto", fields=None, window_pages=4,
                  ordered=True, remainder="pad", timeout=None, device="cpu", pipeline=None,
-                 transforms=None, shuffle=None, num_workers=None, pin_memory=False, _faults=None,
+                 transforms=None, shuffle=None, num_workers=None, pin_memory=False,
+                 headers=None, cache_dir=None, cache_bytes=None, remote_timeout=None, retries=None,
+                 max_in_flight=None, verify_tls=None, ca_file=None, _faults=None,
                  **dataloader_kwargs):
         # DataLoader's keywords: shuffle -> order, num_workers -> threads, pin_memory accepted
         # (batches are already in reusable host buffers); the rest say what to use (_porting.py).
@@ -100,6 +102,12 @@ class Loader:
             remainder=str(remainder), backend=str(backend), fields=fields,
             window_pages=window_pages, ordered=ordered, device=self.device,
             pipeline=_pipeline_json(pipeline))
+        # http(s):// paths (docs/remote.md): only the options given, the rest keep their defaults.
+        remote = dict(headers=None if headers is None else [(str(k), str(v)) for k, v in dict(headers).items()],
+                      cache_dir=None if cache_dir is None else os.fspath(cache_dir), cache_bytes=cache_bytes,
+                      remote_timeout=remote_timeout, retries=retries, max_in_flight=max_in_flight,
+                      verify_tls=verify_tls, ca_file=ca_file)
+        self._args.update({k: v for k, v in remote.items() if v is not None})
         if _faults:  # test seam: {"samples": [ids whose reads fail], "delay_us": per-read delay}
             self._args.update(fault_samples=list(_faults.get("samples", [])),
                               fault_delay_us=int(_faults.get("delay_us", 0)))

@@ -28,14 +28,31 @@ struct EngineArgs {
   bool faulty() const { return !fault_samples.empty() || fault_delay_us != 0; }
 };
 
+/// The remote source's keyword arguments (all optional) into `r`.
+inline void read_remote_args(const py::kwargs& kw, RemoteOptions& r) {
+  if (kw.contains("headers"))
+    r.headers = kw["headers"].cast<std::vector<std::pair<std::string, std::string>>>();
+  if (kw.contains("cache_dir")) r.cache_dir = kw["cache_dir"].cast<std::string>();
+  if (kw.contains("cache_bytes")) r.cache_bytes = kw["cache_bytes"].cast<uint64_t>();
+  if (kw.contains("remote_timeout"))
+    r.request_timeout =
+        std::chrono::milliseconds(static_cast<int64_t>(1000 * kw["remote_timeout"].cast<double>()));
+  if (kw.contains("retries")) r.retries = kw["retries"].cast<uint32_t>();
+  if (kw.contains("max_in_flight")) r.max_in_flight = kw["max_in_flight"].cast<uint32_t>();
+  if (kw.contains("verify_tls")) r.verify_tls = kw["verify_tls"].cast<bool>();
+  if (kw.contains("ca_file")) r.ca_file = kw["ca_file"].cast<std::string>();
+}
+
 /// Reads the keyword arguments (needs the GIL). `extra` names further keys the caller reads
 /// itself; any other key is a TypeError naming it.
 inline EngineArgs engine_args(const py::kwargs& kw, std::initializer_list<const char*> extra = {}) {
   static const std::set<std::string> known = {
-      "batch_size",  "order",         "seed",          "drop_last",      "num_threads",
-      "prefetch",    "memory_budget", "on_error",      "rank",           "world_size",
-      "remainder",   "backend",       "fields",        "window_pages",   "ordered",
-      "resume_json", "device",        "fault_samples", "fault_delay_us", "pipeline"};
+      "batch_size", "order", "seed", "drop_last", "num_threads", "prefetch", "memory_budget",
+      "on_error", "rank", "world_size", "remainder", "backend", "fields", "window_pages", "ordered",
+      "resume_json", "device", "fault_samples", "fault_delay_us", "pipeline",
+      // the remote source (remote.h); each optional
+      "headers", "cache_dir", "cache_bytes", "remote_timeout", "retries", "max_in_flight",
+      "verify_tls", "ca_file"};
   std::set<std::string> allowed = known;
   allowed.insert(extra.begin(), extra.end());
   for (const auto& item : kw) {
@@ -81,6 +98,7 @@ inline EngineArgs engine_args(const py::kwargs& kw, std::initializer_list<const 
   } else if (!resume.empty()) {
     o.resume = LoaderState::from_json(resume);
   }
+  read_remote_args(kw, o.remote);
   if (kw.contains("fault_samples"))
     a.fault_samples = kw["fault_samples"].cast<std::vector<uint64_t>>();
   if (kw.contains("fault_delay_us")) a.fault_delay_us = kw["fault_delay_us"].cast<uint64_t>();

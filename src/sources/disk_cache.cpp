@@ -94,9 +94,9 @@ bool DiskCache::get(uint64_t block, std::span<uint8_t> dst) {
 void DiskCache::put(uint64_t block, std::span<const uint8_t> data) {
   if (budget_ == 0 || data.size() + kHeaderBytes > budget_) return;
   const std::string path = entry_path(block);
-  const std::string tmp = dir_ + "/." + std::to_string(block) + "." + std::to_string(::getpid()) +
-                          "." + std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id())) +
-                          ".tmp";
+  const std::string tmp =
+      dir_ + "/." + std::to_string(block) + "." + std::to_string(::getpid()) + "." +
+      std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id())) + ".tmp";
   Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!fd) return;
   const EntryHeader h{kEntryMagic, static_cast<uint32_t>(data.size()),
@@ -108,8 +108,8 @@ void DiskCache::put(uint64_t block, std::span<const uint8_t> data) {
     ::unlink(tmp.c_str());
     return;
   }
-  const uint64_t since = written_since_scan_.fetch_add(data.size() + kHeaderBytes) +
-                         data.size() + kHeaderBytes;
+  const uint64_t since =
+      written_since_scan_.fetch_add(data.size() + kHeaderBytes) + data.size() + kHeaderBytes;
   if (last_total_.load() + since > budget_) evict();
 }
 

@@ -71,7 +71,8 @@ struct Response {
 // One libcurl easy handle: reused for every request of its thread so the connection stays open.
 class Connection {
  public:
-  Connection(const RemoteOptions& o, const std::vector<std::string>& headers) : handle_(curl_easy_init()) {
+  Connection(const RemoteOptions& o, const std::vector<std::string>& headers)
+      : handle_(curl_easy_init()) {
     if (!handle_) throw IoError("libcurl: cannot create a handle", ENOMEM);
     for (const auto& h : headers) base_headers_.push_back(h);
     set(CURLOPT_NOSIGNAL, 1L);
@@ -95,7 +96,8 @@ class Connection {
 
   // HEAD (dst == nullptr) or a GET of `range` ("a-b") into [dst, dst+capacity).
   Response run(const std::string& url, const std::vector<std::string>& extra, const char* range,
-               uint8_t* dst, uint64_t capacity, uint64_t* received, uint64_t* size, long* filetime) {
+               uint8_t* dst, uint64_t capacity, uint64_t* received, uint64_t* size,
+               long* filetime) {
     dst_ = dst;
     capacity_ = capacity;
     got_ = 0;
@@ -107,8 +109,10 @@ class Connection {
     curl_easy_setopt(handle_, CURLOPT_URL, url.c_str());
     curl_easy_setopt(handle_, CURLOPT_HTTPHEADER, list);
     set(CURLOPT_NOBODY, dst == nullptr ? 1L : 0L);
-    if (dst == nullptr) set(CURLOPT_HTTPGET, 0L);
-    else set(CURLOPT_HTTPGET, 1L);
+    if (dst == nullptr)
+      set(CURLOPT_HTTPGET, 0L);
+    else
+      set(CURLOPT_HTTPGET, 1L);
     set(CURLOPT_FILETIME, 1L);
     curl_easy_setopt(handle_, CURLOPT_RANGE, range);
     Response r;
@@ -145,8 +149,8 @@ class Connection {
   static size_t on_header(char* p, size_t size, size_t n, void* self_) {
     auto* self = static_cast<Connection*>(self_);
     const std::string_view line(p, size * n);
-    if (line.size() > 5 && (line.starts_with("ETag:") || line.starts_with("etag:") ||
-                            line.starts_with("Etag:"))) {
+    if (line.size() > 5 &&
+        (line.starts_with("ETag:") || line.starts_with("etag:") || line.starts_with("Etag:"))) {
       std::string_view v = line.substr(5);
       while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
       while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' '))
@@ -192,11 +196,12 @@ class HttpSource final : public Source {
     headers_ = resolve_headers(opt_, url_);
     probe();
     if (!opt_.cache_dir.empty() && opt_.cache_bytes > 0)
-      cache_ = std::make_unique<detail::DiskCache>(
-          opt_.cache_dir, opt_.cache_bytes,
-          url_ + "\n" + validator_ + "\n" + std::to_string(size_) + "\n" +
-              std::to_string(opt_.block_bytes));
-    for (uint32_t i = 0; i < opt_.max_in_flight; ++i) fetchers_.emplace_back([this] { fetch_loop(); });
+      cache_ = std::make_unique<detail::DiskCache>(opt_.cache_dir, opt_.cache_bytes,
+                                                   url_ + "\n" + validator_ + "\n" +
+                                                       std::to_string(size_) + "\n" +
+                                                       std::to_string(opt_.block_bytes));
+    for (uint32_t i = 0; i < opt_.max_in_flight; ++i)
+      fetchers_.emplace_back([this] { fetch_loop(); });
   }
 
   ~HttpSource() override {
@@ -209,8 +214,8 @@ class HttpSource final : public Source {
   }
 
   SourceTraits traits() const override {
-    return {.local_file = false, .page_cache = false, .zero_copy_view = false,
-            .prefetch_always = true};
+    return {
+        .local_file = false, .page_cache = false, .zero_copy_view = false, .prefetch_always = true};
   }
   const std::string& path() const override { return url_; }
   uint64_t size() const override { return size_; }
@@ -219,7 +224,8 @@ class HttpSource final : public Source {
   void read(uint64_t offset, uint64_t length, void* dst) override {
     detail::check_range(url_, offset, length, size_);
     if (length == 0) return;
-    const uint64_t first = offset / opt_.block_bytes, last = (offset + length - 1) / opt_.block_bytes;
+    const uint64_t first = offset / opt_.block_bytes,
+                   last = (offset + length - 1) / opt_.block_bytes;
     std::unique_lock lock(mu_);
     request_locked(first, last, /*urgent=*/true);
     const auto wait_start = Clock::now();
@@ -257,7 +263,8 @@ class HttpSource final : public Source {
     std::vector<std::pair<uint64_t, uint64_t>> spans;
     for (const auto& r : ranges)
       if (r.length != 0 && detail::fits(r.offset, r.length, size_))
-        spans.emplace_back(r.offset / opt_.block_bytes, (r.offset + r.length - 1) / opt_.block_bytes);
+        spans.emplace_back(r.offset / opt_.block_bytes,
+                           (r.offset + r.length - 1) / opt_.block_bytes);
     std::lock_guard lock(mu_);
     for (const auto& [a, b] : spans) request_locked(a, b, false);
   }
@@ -396,20 +403,27 @@ class HttpSource final : public Source {
     std::vector<uint8_t> buf(end - begin);
     const std::string range = std::to_string(begin) + "-" + std::to_string(end - 1);
     std::vector<std::string> extra;
-    if (!etag_.empty()) extra.push_back("If-Match: " + etag_);
-    else if (!last_modified_.empty()) extra.push_back("If-Unmodified-Since: " + last_modified_);
+    if (!etag_.empty())
+      extra.push_back("If-Match: " + etag_);
+    else if (!last_modified_.empty())
+      extra.push_back("If-Unmodified-Since: " + last_modified_);
     auto backoff = opt_.backoff;
     for (uint32_t attempt = 0;; ++attempt) {
       uint64_t got = 0;
       ++requests_;
-      const Response r = conn.run(url_, extra, range.c_str(), buf.data(), buf.size(), &got, nullptr, nullptr);
+      const Response r =
+          conn.run(url_, extra, range.c_str(), buf.data(), buf.size(), &got, nullptr, nullptr);
       bytes_ += got;
       if (r.code == CURLE_OK && r.status == 412)
-        throw IoError("object changed during the run: " + url_ + " (ETag/Last-Modified differ from open)",
+        throw IoError(
+            "object changed during the run: " + url_ + " (ETag/Last-Modified differ from open)",
+            ESTALE);
+      if (r.code == CURLE_OK && r.status == 206 && !etag_.empty() && !r.etag.empty() &&
+          r.etag != etag_)
+        throw IoError("object changed during the run: " + url_ + " (ETag differs from open)",
                       ESTALE);
-      if (r.code == CURLE_OK && r.status == 206 && !etag_.empty() && !r.etag.empty() && r.etag != etag_)
-        throw IoError("object changed during the run: " + url_ + " (ETag differs from open)", ESTALE);
-      const bool whole = r.code == CURLE_OK && (r.status == 206 || (r.status == 200 && begin == 0 && end == size_));
+      const bool whole = r.code == CURLE_OK &&
+                         (r.status == 206 || (r.status == 200 && begin == 0 && end == size_));
       if (whole && got == buf.size()) break;
       const bool again = whole /* short body */ || retryable(r);
       if (!again || attempt >= opt_.retries) {
@@ -455,9 +469,12 @@ class HttpSource final : public Source {
         return;
       }
       if (!retryable(r) || attempt >= opt_.retries)
-        throw IoError("cannot open " + url_ + ": " + describe(r) +
-                          (retryable(r) ? " after " + std::to_string(attempt + 1) + " attempts" : ""),
-                      r.status == 404 ? ENOENT : r.status == 403 || r.status == 401 ? EACCES : EIO);
+        throw IoError(
+            "cannot open " + url_ + ": " + describe(r) +
+                (retryable(r) ? " after " + std::to_string(attempt + 1) + " attempts" : ""),
+            r.status == 404                      ? ENOENT
+            : r.status == 403 || r.status == 401 ? EACCES
+                                                 : EIO);
       ++retries_;
       std::this_thread::sleep_for(backoff);
       backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(5));
@@ -474,7 +491,7 @@ class HttpSource final : public Source {
   std::mutex mu_;
   std::condition_variable work_cv_, done_cv_;
   std::unordered_map<uint64_t, std::shared_ptr<Block>> blocks_;  // guarded by mu_
-  std::list<uint64_t> lru_;                                       // ready blocks, oldest first
+  std::list<uint64_t> lru_;                                      // ready blocks, oldest first
   std::deque<Job> queue_;
   uint64_t held_bytes_ = 0;
   bool stop_ = false;

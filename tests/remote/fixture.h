@@ -64,10 +64,11 @@ class RemoteFixture {
     const std::string u = url(query);
     curl_easy_setopt(h, CURLOPT_URL, u.c_str());
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, +[](char* p, size_t s, size_t n, void* b) {
-      static_cast<std::string*>(b)->append(p, s * n);
-      return s * n;
-    });
+    curl_easy_setopt(
+        h, CURLOPT_WRITEFUNCTION, +[](char* p, size_t s, size_t n, void* b) {
+          static_cast<std::string*>(b)->append(p, s * n);
+          return s * n;
+        });
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
     const CURLcode rc = curl_easy_perform(h);
     curl_easy_cleanup(h);
