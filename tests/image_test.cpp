@@ -78,18 +78,18 @@ TEST(ImageDecode, ABareDecodeChainFailsAtConstructionNamingFieldAndOp) {
   EXPECT_THROW(chain(R"([{"op":"decode"},{"op":"resize","size":256}])"), InvalidArgument);
   EXPECT_THROW(chain(R"([{"op":"decode","scaled":false},{"op":"normalize","mean":[0],"std":[1]}])"),
                InvalidArgument);
-  EXPECT_NO_THROW(chain(R"([{"op":"decode"},{"op":"resize","size":256},{"op":"center_crop","size":224}])"));
+  EXPECT_NO_THROW(
+      chain(R"([{"op":"decode"},{"op":"resize","size":256},{"op":"center_crop","size":224}])"));
 }
 
 TEST(ImageOps, ArgumentValidation) {
-  for (const char* bad :
-       {R"({"op":"decode","mode":"cmyk"})", R"({"op":"decode","max_pixels":0})",
-        R"({"op":"decode","porb":1})", R"({"op":"resize","size":[1,2,3]})",
-        R"({"op":"resize","size":0})", R"({"op":"center_crop","size":-4})",
-        R"({"op":"random_resized_crop","size":224,"scale":[0.9,0.1]})",
-        R"({"op":"random_resized_crop","size":224,"ratio":[0,1]})",
-        R"({"op":"random_horizontal_flip","p":2})", R"({"op":"color_jitter","brightness":-1})",
-        R"({"op":"to_chw","x":1})"})
+  for (const char* bad : {R"({"op":"decode","mode":"cmyk"})", R"({"op":"decode","max_pixels":0})",
+                          R"({"op":"decode","porb":1})", R"({"op":"resize","size":[1,2,3]})",
+                          R"({"op":"resize","size":0})", R"({"op":"center_crop","size":-4})",
+                          R"({"op":"random_resized_crop","size":224,"scale":[0.9,0.1]})",
+                          R"({"op":"random_resized_crop","size":224,"ratio":[0,1]})",
+                          R"({"op":"random_horizontal_flip","p":2})",
+                          R"({"op":"color_jitter","brightness":-1})", R"({"op":"to_chw","x":1})"})
     EXPECT_THROW(chain(std::string("[") + bad + R"(,{"op":"resize","size":[8,8]}])"),
                  InvalidArgument)
         << bad;
@@ -97,11 +97,13 @@ TEST(ImageOps, ArgumentValidation) {
 
 TEST(ImageOps, FusedDecodeAgreesWithFullDecodeThenCrop) {
   const auto photo = fixture("photo640.jpg");
-  for (const char* geo : {R"({"op":"random_resized_crop","size":224})",
-                          R"({"op":"random_resized_crop","size":64})",
-                          R"({"op":"center_crop","size":200})", R"({"op":"resize","size":[120,160]})"}) {
+  for (const char* geo :
+       {R"({"op":"random_resized_crop","size":224})", R"({"op":"random_resized_crop","size":64})",
+        R"({"op":"center_crop","size":200})", R"({"op":"resize","size":[120,160]})"}) {
     // An unfusable op between decode and the crop keeps the chain unfused.
-    const auto full = chain(std::string(R"([{"op":"decode","scaled":false},{"op":"resize","size":[480,640]},)") + geo + "]");
+    const auto full =
+        chain(std::string(R"([{"op":"decode","scaled":false},{"op":"resize","size":[480,640]},)") +
+              geo + "]");
     const auto exact = chain(std::string(R"([{"op":"decode","scaled":false},)") + geo + "]");
     const auto scaled = chain(std::string(R"([{"op":"decode"},)") + geo + "]");
     EXPECT_EQ(exact.size(), 1u);  // fused into decode
@@ -115,15 +117,18 @@ TEST(ImageOps, FusedDecodeAgreesWithFullDecodeThenCrop) {
 
 TEST(ImageOps, ValidationChainFusesAndMatchesUnfused) {
   const auto photo = fixture("photo640.jpg");
-  const auto fused = chain(R"([{"op":"decode","scaled":false},{"op":"resize","size":256},{"op":"center_crop","size":224}])");
+  const auto fused = chain(
+      R"([{"op":"decode","scaled":false},{"op":"resize","size":256},{"op":"center_crop","size":224}])");
   EXPECT_EQ(fused.size(), 1u);
   EXPECT_EQ(fused.output(), ValueSpec::array(DType::u8, {224, 224, 3}));
-  const auto unfused = chain(R"([{"op":"decode","scaled":false},{"op":"resize","size":[480,640]},{"op":"resize","size":256},{"op":"center_crop","size":224}])");
+  const auto unfused = chain(
+      R"([{"op":"decode","scaled":false},{"op":"resize","size":[480,640]},{"op":"resize","size":256},{"op":"center_crop","size":224}])");
   EXPECT_GT(psnr(run(fused, photo), run(unfused, photo)), 40);
 }
 
 TEST(ImageOps, RandomResizedCropIsDeterministicPerSampleAndVaries) {
-  const auto p = chain(R"([{"op":"decode"},{"op":"random_resized_crop","size":32},{"op":"random_horizontal_flip"}])");
+  const auto p = chain(
+      R"([{"op":"decode"},{"op":"random_resized_crop","size":32},{"op":"random_horizontal_flip"}])");
   const auto photo = fixture("photo640.jpg");
   EXPECT_EQ(run(p, photo, 3), run(p, photo, 3));
   int differ = 0;
@@ -132,9 +137,11 @@ TEST(ImageOps, RandomResizedCropIsDeterministicPerSampleAndVaries) {
 }
 
 TEST(ImageOps, ToChwAndNormalizeOnHwc) {
-  const auto p = chain(R"([{"op":"decode"},{"op":"center_crop","size":[20,30]},{"op":"normalize","mean":[0.485,0.456,0.406],"std":[0.229,0.224,0.225],"scale":0.00392156862745098},{"op":"to_chw"}])");
+  const auto p = chain(
+      R"([{"op":"decode"},{"op":"center_crop","size":[20,30]},{"op":"normalize","mean":[0.485,0.456,0.406],"std":[0.229,0.224,0.225],"scale":0.00392156862745098},{"op":"to_chw"}])");
   EXPECT_EQ(p.output(), ValueSpec::array(DType::f32, {3, 20, 30}));
-  const auto raw = run(chain(R"([{"op":"decode"},{"op":"center_crop","size":[20,30]}])"), fixture("rgb.png"));
+  const auto raw =
+      run(chain(R"([{"op":"decode"},{"op":"center_crop","size":[20,30]}])"), fixture("rgb.png"));
   const auto out = run(p, fixture("rgb.png"));
   const float* f = reinterpret_cast<const float*>(out.data());
   // channel 1 of pixel (2, 5)
@@ -145,8 +152,10 @@ TEST(ImageOps, ToChwAndNormalizeOnHwc) {
 TEST(ImageBadInput, EveryCaseIsAClearErrorNeverACrash) {
   const auto p = chain(R"([{"op":"decode"},{"op":"random_resized_crop","size":16}])");
   const auto u = chain(R"([{"op":"decode","scaled":false},{"op":"resize","size":[16,16]}])");
-  for (auto [name, cause] : {std::pair{"truncated.jpg", "truncated"}, {"truncated.png", "PNG"},
-                             {"not_an_image.bin", "not a JPEG or PNG"}, {"bomb.jpg", "max_pixels"}})
+  for (auto [name, cause] : {std::pair{"truncated.jpg", "truncated"},
+                             {"truncated.png", "PNG"},
+                             {"not_an_image.bin", "not a JPEG or PNG"},
+                             {"bomb.jpg", "max_pixels"}})
     for (const auto* c : {&p, &u}) {
       try {
         run(*c, fixture(name));

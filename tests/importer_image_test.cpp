@@ -37,8 +37,8 @@ std::vector<uint8_t> make_jpeg(int w, int h, int seed) {
 
 /// PNG signature + IHDR (what import validates; pixels are decoded by the loader, not here).
 std::vector<uint8_t> make_png_header(uint32_t w, uint32_t h) {
-  std::vector<uint8_t> b = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n', 0, 0, 0, 13,
-                            'I',  'H', 'D', 'R'};
+  std::vector<uint8_t> b = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n',
+                            0,    0,   0,   13,  'I',  'H',  'D',  'R'};
   for (uint32_t v : {w, h})
     for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(v >> s));
   b.insert(b.end(), {8, 2, 0, 0, 0, 0, 0, 0, 0});  // depth, color, methods, (crc not checked)
@@ -48,7 +48,8 @@ std::vector<uint8_t> make_png_header(uint32_t w, uint32_t h) {
 void put(const fs::path& p, const std::vector<uint8_t>& bytes) {
   fs::create_directories(p.parent_path());
   std::ofstream(p, std::ios::binary)
-      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+      .write(reinterpret_cast<const char*>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
 }
 
 struct Sample {
@@ -84,7 +85,10 @@ void tar_member(std::string& tar, const std::string& name, const std::vector<uin
   std::snprintf(h + 124, 12, "%011lo", static_cast<unsigned long>(data.size()));
   std::snprintf(h + 136, 12, "%011o", 0);
   h[156] = '0';
-  std::memcpy(h + 257, "ustar\0" "00", 8);
+  std::memcpy(h + 257,
+              "ustar\0"
+              "00",
+              8);
   std::memset(h + 148, ' ', 8);
   unsigned sum = 0;
   for (unsigned char c : h) sum += c;
@@ -202,7 +206,8 @@ TEST(ImageImporter, TarShardsPairByKeyAndReportMissingPairs) {
   put(p1, {t1.begin(), t1.end()});
   put(p2, {t2.begin(), t2.end()});
   const std::string out = (dir.path() / "o.ferry").string();
-  EXPECT_THROW(ferry::import_tar(std::vector<std::string>{p1.string(), p2.string()}, out), ferry::FormatError);
+  EXPECT_THROW(ferry::import_tar(std::vector<std::string>{p1.string(), p2.string()}, out),
+               ferry::FormatError);
   EXPECT_FALSE(fs::exists(out));
   ImageImportOptions skip;
   skip.skip_errors = true;
@@ -221,6 +226,7 @@ TEST(ImageImporter, NotATarIsAClearError) {
   ferry::testing::TempDir dir;
   const auto p = dir.path() / "bad.tar";
   put(p, std::vector<uint8_t>(1024, 'x'));
-  EXPECT_THROW(ferry::import_tar(std::vector<std::string>{p.string()}, (dir.path() / "o.ferry").string()),
-               ferry::FormatError);
+  EXPECT_THROW(
+      ferry::import_tar(std::vector<std::string>{p.string()}, (dir.path() / "o.ferry").string()),
+      ferry::FormatError);
 }

@@ -195,7 +195,8 @@ def test_from_torchvision_names_unsupported_op():
 
 def _decode_registered(path):
     try:
-        ferry.Loader(path, batch_size=1, output="numpy", transforms={"image": [T.Decode()]})
+        ferry.Loader(path, batch_size=1, output="numpy",
+                     transforms={"image": [T.Decode(), T.CenterCrop(8)]})
         return True
     except Exception as e:  # noqa: BLE001
         if "decode" in str(e) and ("unknown" in str(e).lower() or "no op" in str(e).lower()):

@@ -16,9 +16,9 @@
 
 namespace ferry {
 
+using cuda_detail::align_up;
 using cuda_detail::check;
 using cuda_detail::Clock;
-using cuda_detail::align_up;
 using cuda_detail::DeviceGuard;
 using cuda_detail::kDeviceAlign;
 using cuda_detail::seconds_since;
@@ -401,8 +401,8 @@ DeviceBatch DeviceLoader::next(CudaStream consumer_stream, std::chrono::millisec
 std::optional<DeviceBatch> DeviceLoader::try_next(CudaStream consumer_stream,
                                                   std::chrono::milliseconds timeout) {
   // Clamp: a huge timeout must mean "wait long", not overflow into the past.
-  const auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::hours(24 * 365 * 100));
+  const auto limit =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::hours(24 * 365 * 100));
   return impl_->next(consumer_stream, Clock::now() + std::clamp(timeout, timeout.zero(), limit));
 }
 

@@ -106,7 +106,8 @@ class DeviceMemory {
   void* p_ = nullptr;
 };
 
-inline constexpr uint64_t kDeviceAlign = 256;  // cudaMalloc's own alignment: every field starts on one
+inline constexpr uint64_t kDeviceAlign =
+    256;  // cudaMalloc's own alignment: every field starts on one
 using detail::align_up;
 
 }  // namespace ferry::cuda_detail

@@ -64,8 +64,7 @@ ImageInfo read_info(std::span<const uint8_t> bytes, Codec codec, uint64_t max_pi
 
 /// Decodes into ctx.arena. Only JPEG honours a partial/scaled request; PNG always decodes whole.
 /// Channels: rgb 3, gray 1, unchanged as stored (1..4). Throws Error naming the cause.
-Decoded decode(std::span<const uint8_t> bytes, Codec codec, const DecodeRequest& req,
-               Arena& arena);
+Decoded decode(std::span<const uint8_t> bytes, Codec codec, const DecodeRequest& req, Arena& arena);
 
 /// The source pixel range [lo, hi) the resampling of one axis reads (for a copy, clamped).
 struct Range {

@@ -222,8 +222,7 @@ Decoded jpeg_decode(std::span<const uint8_t> bytes, const DecodeRequest& req, Ar
   out.col0 = job.col0;
   out.scaled_height = job.out_h;
   // After jpeg_crop_scanline output_width is the cropped width; the full scaled width is:
-  out.scaled_width = static_cast<uint32_t>(
-      (uint64_t{d.cinfo.image_width} * job.scale_num + 7) / 8);
+  out.scaled_width = static_cast<uint32_t>((uint64_t{d.cinfo.image_width} * job.scale_num + 7) / 8);
   return out;
 }
 

@@ -154,10 +154,14 @@ void horizontal(const uint8_t* src, uint32_t C, const Weights& wx, int32_t col_s
     return;
   }
   switch (C) {
-    case 1: return horizontal_row<1>(src, wx, col_shift, out);
-    case 3: return horizontal_row<3>(src, wx, col_shift, out);
-    case 4: return horizontal_row<4>(src, wx, col_shift, out);
-    default: return horizontal_any(src, C, wx, col_shift, out);
+    case 1:
+      return horizontal_row<1>(src, wx, col_shift, out);
+    case 3:
+      return horizontal_row<3>(src, wx, col_shift, out);
+    case 4:
+      return horizontal_row<4>(src, wx, col_shift, out);
+    default:
+      return horizontal_any(src, C, wx, col_shift, out);
   }
 }
 
@@ -189,8 +193,7 @@ bool AxisPlan::is_copy() const { return scale == 1.0 && start == std::floor(star
 Range source_range(const AxisPlan& axis, uint32_t in_size, bool antialias) {
   if (axis.is_copy()) {
     const int64_t lo = std::clamp<int64_t>(static_cast<int64_t>(axis.start), 0, in_size);
-    const int64_t hi =
-        std::clamp<int64_t>(static_cast<int64_t>(axis.start) + axis.out, 0, in_size);
+    const int64_t hi = std::clamp<int64_t>(static_cast<int64_t>(axis.start) + axis.out, 0, in_size);
     return {static_cast<uint32_t>(lo), static_cast<uint32_t>(std::max(lo, hi))};
   }
   Range r{in_size, 0};
@@ -214,8 +217,9 @@ void resample(const ImageView& src, uint32_t oy, uint32_t ox, uint32_t full_h, u
   // Only the columns the horizontal pass reads go through the vertical pass.
   const Range cols = source_range(plan.x, full_w, plan.antialias);
   if (cols.lo < ox || cols.hi > ox + src.width || cols.hi <= cols.lo)
-    throw Error("image resample: the decoded region does not cover the columns needed "
-                "(internal error)");
+    throw Error(
+        "image resample: the decoded region does not cover the columns needed "
+        "(internal error)");
   const uint64_t n = uint64_t{cols.hi - cols.lo} * C;
   uint8_t* column_row = arena.allocate(n);
   int32_t* acc = alloc<int32_t>(arena, n);
@@ -226,8 +230,9 @@ void resample(const ImageView& src, uint32_t oy, uint32_t ox, uint32_t full_h, u
     for (uint32_t t = 0; t < taps; ++t) {
       const int64_t sy = int64_t{wy.first[i]} + t - oy;
       if (sy < 0 || sy >= src.height)
-        throw Error("image resample: the decoded region does not cover the rows needed "
-                    "(internal error)");
+        throw Error(
+            "image resample: the decoded region does not cover the rows needed "
+            "(internal error)");
       rows[t] = src.data + static_cast<uint64_t>(sy) * src.stride + uint64_t{cols.lo - ox} * C;
     }
     const uint8_t* line = rows[0];

@@ -10,7 +10,8 @@ namespace {
 
 void require_hwc(const ValueSpec& in, std::string_view op) {
   require_array(in, op);
-  if (in.shape.size() != 3) throw InvalidArgument("needs an [H, W, C] image, got " + in.to_string());
+  if (in.shape.size() != 3)
+    throw InvalidArgument("needs an [H, W, C] image, got " + in.to_string());
 }
 
 class RandomHorizontalFlip final : public Op {

@@ -66,8 +66,7 @@ class Decode final : public Op {
     if (fused_.empty()) return decode_whole(in, codec, req, out, ctx);
     const image::ImageInfo info = image::read_info(in, codec, req.max_pixels);
     image::Plan p = fused_[0]->plan(info.height, info.width, ctx.rng);
-    if (fused_.size() == 2)
-      p = compose(p, fused_[1]->plan(p.y.out, p.x.out, ctx.rng));
+    if (fused_.size() == 2) p = compose(p, fused_[1]->plan(p.y.out, p.x.out, ctx.rng));
     uint32_t full_h = info.height, full_w = info.width;
     if (codec == image::Codec::jpeg) {
       req.scale_num = scaled_ ? scale_for(p) : 8;
@@ -86,8 +85,7 @@ class Decode final : public Op {
     const uint32_t channels = d.view.channels;
     const uint64_t n =
         emit_image(p, channels, fused_.back()->fixed_size().first == 0, out, ctx, &pixels);
-    image::resample(d.view, d.row0, d.col0, d.scaled_height, d.scaled_width, p, pixels,
-                    ctx.arena);
+    image::resample(d.view, d.row0, d.col0, d.scaled_height, d.scaled_width, p, pixels, ctx.arena);
     (void)full_h, (void)full_w;
     return n;
   }
@@ -121,8 +119,9 @@ class Decode final : public Op {
     const image::ImageView& v = d.view;
     const uint64_t row = uint64_t{v.width} * v.channels;
     uint8_t* base = const_cast<uint8_t*>(v.data);  // ours: it came from the arena just now
-    if (v.stride != row)  // CMYK converted in place: pack the rows
-      for (uint32_t y = 1; y < v.height; ++y) std::memmove(base + y * row, base + y * v.stride, row);
+    if (v.stride != row)                           // CMYK converted in place: pack the rows
+      for (uint32_t y = 1; y < v.height; ++y)
+        std::memmove(base + y * row, base + y * v.stride, row);
     VariableArray a;
     a.data = base;
     a.ndim = 3;

@@ -54,8 +54,8 @@ class Resize final : public GeometryOp {
     return {resize_axis(h, oh), resize_axis(w, ow), antialias_};
   }
   std::string args_json() const override {
-    return R"({"size":)" + size_json(size_, single_) +
-           R"(,"antialias":)" + (antialias_ ? "true" : "false") + "}";
+    return R"({"size":)" + size_json(size_, single_) + R"(,"antialias":)" +
+           (antialias_ ? "true" : "false") + "}";
   }
 
  private:

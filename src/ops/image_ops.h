@@ -30,7 +30,7 @@ class GeometryOp : public Op {
 image::Plan compose(const image::Plan& first, const image::Plan& then);
 
 /// Writes `out` as the op's output: a VariableArray in `dst` (pixels in the arena) or packed.
-uint64_t emit_image(const image::Plan& p, uint32_t channels, bool variable,
-                    std::span<uint8_t> dst, SampleContext& ctx, uint8_t** pixels);
+uint64_t emit_image(const image::Plan& p, uint32_t channels, bool variable, std::span<uint8_t> dst,
+                    SampleContext& ctx, uint8_t** pixels);
 
 }  // namespace ferry::ops
