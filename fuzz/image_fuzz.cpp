@@ -10,10 +10,11 @@ namespace {
 
 std::vector<ferry::FieldPipeline> make_chains() {
   std::vector<ferry::FieldPipeline> chains;
-  for (const char* ops :
-       {R"([{"op":"decode","max_pixels":4000000},{"op":"random_resized_crop","size":32}])",
-        R"([{"op":"decode","max_pixels":4000000,"scaled":false},{"op":"resize","size":24},{"op":"center_crop","size":20}])",
-        R"([{"op":"decode","mode":"gray","max_pixels":4000000},{"op":"resize","size":[9,13]}])"}) {
+  for (
+      const char* ops :
+      {R"([{"op":"decode","max_pixels":4000000},{"op":"random_resized_crop","size":32}])",
+       R"([{"op":"decode","max_pixels":4000000,"scaled":false},{"op":"resize","size":24},{"op":"center_crop","size":20}])",
+       R"([{"op":"decode","mode":"gray","max_pixels":4000000},{"op":"resize","size":[9,13]}])"}) {
     auto spec = ferry::parse_pipeline(std::string(R"({"field":"image","ops":)") + ops + "}");
     chains.emplace_back(spec[0], ferry::ValueSpec::bytes(1 << 20));
   }
