@@ -111,7 +111,7 @@ void compare(std::vector<std::string>& diffs, const char* what, const T& saved, 
 std::string text(uint64_t v) { return std::to_string(v); }
 std::string text(uint32_t v) { return std::to_string(v); }
 std::string text(bool v) { return v ? "true" : "false"; }
-std::string quoted(std::string_view v) { return "'" + std::string(v) + "'"; }
+std::string in_quotes(std::string_view v) { return "'" + std::string(v) + "'"; }
 
 }  // namespace
 
@@ -119,7 +119,7 @@ std::vector<std::string> BatchPlan::fingerprint_diffs(const LoaderState& s, bool
   const LoaderState& m = fingerprint_;
   std::vector<std::string> diffs;
   compare(diffs, "seed", text(s.seed), text(m.seed));
-  compare(diffs, "order", quoted(order_name(s.order)), quoted(order_name(m.order)));
+  compare(diffs, "order", in_quotes(order_name(s.order)), in_quotes(order_name(m.order)));
   compare(diffs, "window_pages", text(s.window_pages), text(m.window_pages));
   compare(diffs, "batch_size", text(s.batch_size), text(m.batch_size));
   if (same_world) {
@@ -130,13 +130,13 @@ std::vector<std::string> BatchPlan::fingerprint_diffs(const LoaderState& s, bool
   compare(diffs, "num_samples", text(s.num_samples), text(m.num_samples));
   compare(diffs, "file header checksum", text(s.file_xxh64), text(m.file_xxh64));
   if (s.version >= 2) {  // a version-1 state recorded none of these
-    auto rem = [](ShardRemainder r) { return quoted(r == ShardRemainder::pad ? "pad" : "drop"); };
+    auto rem = [](ShardRemainder r) { return in_quotes(r == ShardRemainder::pad ? "pad" : "drop"); };
     compare(diffs, "remainder", rem(s.remainder), rem(m.remainder));
-    auto err = [](bool skip) { return quoted(skip ? "skip" : "raise"); };
+    auto err = [](bool skip) { return in_quotes(skip ? "skip" : "raise"); };
     compare(diffs, "on_error", err(s.skip_errors), err(m.skip_errors));
     compare(diffs, "data (page checksums: another file or other contents)", text(s.data_xxh64),
             text(m.data_xxh64));
-    compare(diffs, "fields", quoted(s.fields), quoted(m.fields));
+    compare(diffs, "fields", in_quotes(s.fields), in_quotes(m.fields));
     compare(diffs, "pipeline (ops or their arguments)", text(s.pipeline_xxh64),
             text(m.pipeline_xxh64));
   }
