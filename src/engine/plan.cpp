@@ -130,7 +130,9 @@ std::vector<std::string> BatchPlan::fingerprint_diffs(const LoaderState& s, bool
   compare(diffs, "num_samples", text(s.num_samples), text(m.num_samples));
   compare(diffs, "file header checksum", text(s.file_xxh64), text(m.file_xxh64));
   if (s.version >= 2) {  // a version-1 state recorded none of these
-    auto rem = [](ShardRemainder r) { return in_quotes(r == ShardRemainder::pad ? "pad" : "drop"); };
+    auto rem = [](ShardRemainder r) {
+      return in_quotes(r == ShardRemainder::pad ? "pad" : "drop");
+    };
     compare(diffs, "remainder", rem(s.remainder), rem(m.remainder));
     auto err = [](bool skip) { return in_quotes(skip ? "skip" : "raise"); };
     compare(diffs, "on_error", err(s.skip_errors), err(m.skip_errors));
