@@ -317,8 +317,12 @@ TEST_F(PlanElastic, LoaderResumesFromEveryRankStateAndVersionTwoStillLoads) {
   for (uint32_t r = 0; r < 2; ++r) {
     o.rank = r;
     Loader l(path_, o);
-    for (int k = 0; k < 3; ++k)
-      for (uint64_t id : l.next().sample_ids()) seen.insert(id);
+    for (int k = 0; k < 3; ++k) {
+      // Hold the batch: its sample ids live in a pool slot that returns to the workers
+      // when the Batch is destroyed (a range-for over a temporary would read freed data).
+      const Batch batch = l.next();
+      for (uint64_t id : batch.sample_ids()) seen.insert(id);
+    }
     states.push_back(LoaderState::from_json(l.state().to_json()));
   }
   const auto parsed =
