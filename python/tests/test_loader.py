@@ -249,3 +249,28 @@ def test_ctrl_c_interrupts_iteration_promptly(small_file, tmp_path):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 7 and "interrupted" in out
     assert time.monotonic() - start < 10, "KeyboardInterrupt and shutdown took too long"
+
+
+def test_numpy_loader_does_not_import_torch(small_file):
+    # A numpy-only user must not pay torch's 1-2 s import inside Loader() (the default seed and
+    # the distributed rank only look torch up when the script has imported it itself).
+    code = textwrap.dedent(f"""
+        import sys, ferry
+        loader = ferry.Loader({small_file[0]!r}, batch_size=4, output="numpy")
+        next(iter(loader))
+        print("torch" in sys.modules)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), ".."))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_torch_manual_seed_still_fixes_the_default_order(small_file):
+    torch.manual_seed(1234)
+    first = labels_of(ferry.Loader(small_file[0], batch_size=4, order="random"))
+    torch.manual_seed(1234)
+    again = labels_of(ferry.Loader(small_file[0], batch_size=4, order="random"))
+    torch.manual_seed(99)
+    other = labels_of(ferry.Loader(small_file[0], batch_size=4, order="random"))
+    assert first == again and first != other
